@@ -1,0 +1,127 @@
+"""Building blocks of the paper's networks (He et al. 2015, Sec. 3.2-3.3, Fig. 2 and Fig. 3).
+
+A *basic block* is the two-layer residual function of Fig. 2 / Fig. 5 (left): two 3x3 convolutions, each
+followed by batch normalisation (Sec. 3.4: "BN right after each convolution and before activation"), with
+the shortcut added before the second ReLU. With ``residual=False`` the same layers form the block of the
+paper's *plain* networks (Sec. 4.1, Fig. 3 middle): no shortcut and no addition.
+
+Shortcut options (Sec. 3.3 and Table 3):
+
+* **A** -- identity; where dimensions grow, the input is subsampled with stride 2 and zero channels are
+  appended (:class:`ZeroPadShortcut`). No parameters. The paper's choice for CIFAR-10 (Sec. 4.2).
+* **B** -- identity where dimensions match, a 1x1 projection (+BN) only where they grow.
+* **C** -- a 1x1 projection (+BN) on every block.
+
+Attribute names follow torchvision (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample``) so that state
+dictionaries line up with the most used PyTorch models.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_core.errors import ConfigError
+
+
+class Shortcut(str, Enum):
+    """The shortcut options of paper Table 3."""
+
+    A = "A"  # zero-padding identity
+    B = "B"  # projection where dimensions grow
+    C = "C"  # projection everywhere
+
+    @classmethod
+    def parse(cls, value: str | Shortcut) -> Shortcut:
+        """Return the option named by ``value`` ("A", "b", ...), or raise a one-line ConfigError."""
+        try:
+            return cls(str(value.value if isinstance(value, Shortcut) else value).upper())
+        except ValueError:
+            valid = ", ".join(option.value for option in cls)
+            raise ConfigError(f"unknown shortcut option {value!r}: use one of {valid} (paper Table 3)") from None
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (the following BN supplies the shift)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution with no bias, as used by projection shortcuts (Eqn. 2) and bottlenecks."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A where dimensions grow: stride-``stride`` subsampling, then zero channels appended.
+
+    The paper (Sec. 3.3) only says "extra zero entries padded for increasing dimensions" and "performed with
+    a stride of 2". Published code lays the zeros out differently: fb.resnet.torch (the authors' endorsed
+    Torch code) appends them after the input channels, as done here; a widely used PyTorch port splits them
+    half before and half after. The layouts differ only by a permutation of the block's output channels,
+    and every layer that reads them is randomly initialised, so they train identically in distribution.
+    Subsampling keeps the top-left pixel of each 2x2 window, which is what a stride-2 1x1 identity does.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"zero-padding shortcut cannot shrink {in_channels} to {out_channels} channels")
+        self.extra_channels = out_channels - in_channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        # F.pad pads the last dims first: (W_left, W_right, H_top, H_bottom, C_front, C_back).
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"extra_channels={self.extra_channels}, stride={self.stride}"
+
+
+def make_shortcut(option: Shortcut, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """The shortcut of one block under ``option``; ``None`` means the plain identity ``x``."""
+    grows = stride != 1 or in_channels != out_channels
+    if option is Shortcut.C or (option is Shortcut.B and grows):
+        return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+    if grows:
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    return None
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a shortcut, Fig. 2 / Fig. 5 (left): y = ReLU(F(x) + shortcut(x)).
+
+    ``residual=False`` gives the plain block (Sec. 4.1): the same layers, no shortcut, no addition.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        shortcut: Shortcut = Shortcut.A,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.residual = residual
+        self.conv1 = conv3x3(in_channels, channels, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        # torchvision's name for the shortcut branch; None is the identity (or no shortcut when plain).
+        self.downsample = make_shortcut(shortcut, in_channels, out_channels, stride) if residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
