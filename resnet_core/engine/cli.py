@@ -1,0 +1,159 @@
+"""``python -m resnet_core.train``: one training run of the engine from the command line.
+
+Writes into ``--out``: ``config.json`` (the full config), ``metrics.csv`` (one row per evaluation),
+``checkpoint.pt`` (full state, atomic) and, at the end, ``results.json``. Every mistake a user can make
+(unknown arch, lr <= 0, depth not 6n+2, missing data, a wrong checkpoint) ends with one line on stderr and
+exit code 2; an interrupted run keeps its last checkpoint and resumes with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from resnet_core.engine.checkpoint import CHECKPOINT_NAME
+from resnet_core.engine.config import NORMALIZATIONS, TrainConfig
+from resnet_core.engine.fit import EvalReport, fit
+from resnet_core.errors import ResnetCoreError
+
+PROG = "resnet_core.train"
+CONFIG_NAME, METRICS_NAME, RESULTS_NAME = "config.json", "metrics.csv", "results.json"
+log = logging.getLogger(PROG)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the problem (and the help flag), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; options left out keep the config's default (or the resumed run's value)."""
+    parser = _OneLineParser(prog=PROG, description="Train one ResNet / plain net with the paper's recipe "
+                            "(He et al. 2015, Sec. 4.2).", argument_default=argparse.SUPPRESS)
+    add = parser.add_argument
+    add("--arch", help="registered model name, e.g. resnet20 ... resnet1202, plain20 ..., cifar_resnet")
+    add("--depth", type=int, help="depth 6n+2 for the cifar_resnet / cifar_plain families")
+    add("--shortcut", choices=["A", "B", "C"], type=str.upper, help="shortcut option (paper Table 3)")
+    add("--data", help="official CIFAR archive (python or binary, folder or .tar.gz), a class-folder tree "
+                       "train/<class>/*, test/<class>/*, or a .tar.gz of one (default: ./data, downloaded "
+                       "there if missing)")
+    add("--dataset", choices=["cifar10", "cifar100"], help="official set to download when --data holds none")
+    add("--no-download", dest="download", action="store_false", help="never try to download")
+    add("--cache-dir", help="where decoded image folders are cached (default: ~/.cache/resnet_core)")
+    add("--val-split", type=int, help="training images held out for validation (paper: 5000)")
+    add("--normalization", choices=NORMALIZATIONS, help="pixel_mean (paper) or channel mean/std")
+    add("--no-augment", dest="augment", action="store_false", help="train without crops and flips")
+    add("--batch-size", type=int)
+    add("--lr", type=float)
+    add("--momentum", type=float)
+    add("--weight-decay", type=float)
+    add("--iterations", type=int)
+    add("--milestones", help="comma-separated iterations where lr is divided, e.g. 32000,48000")
+    add("--lr-decay", type=float, help="factor applied at each milestone (paper: 0.1)")
+    add("--warmup", dest="warmup", action="store_true", help="force the lr-0.01 warm-up (paper: depth >= 110)")
+    add("--no-warmup", dest="warmup", action="store_false", help="never warm up")
+    add("--warmup-lr", type=float)
+    add("--seed", type=int)
+    add("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    add("--eval-every", type=int, help="iterations between evaluations")
+    add("--eval-batch-size", type=int)
+    add("--checkpoint-every", type=int, help="iterations between checkpoints")
+    add("--bf16", action="store_true", help="bf16 autocast (CUDA only; the paper trains in fp32)")
+    add("--out", help="run directory (default: runs/<arch>)")
+    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one rename, so readers never see half a file."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temp, path)
+
+
+class MetricsCsv:
+    """Keeps ``metrics.csv`` in step with the evaluations, also across a resume (rows past it are dropped)."""
+
+    def __init__(self, path: Path, with_validation: bool) -> None:
+        self.path = path
+        self.columns = ["iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
+        self.columns += ["val_loss", "val_error"] if with_validation else []
+        self.columns.append("seconds")
+
+    def __call__(self, report: EvalReport) -> None:
+        rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with self.path.open(newline="") as stream:
+                rows = [row for row in csv.DictReader(stream) if int(row["iteration"]) < report.iteration]
+        rows.append({key: value for key, value in report.row().items() if key in self.columns})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, buffer.getvalue())
+
+
+def resolve_config(options: dict[str, Any], out_dir: Path, resume: bool) -> TrainConfig:
+    """The run's config: CLI options over the defaults, or over the saved config when resuming."""
+    has_checkpoint = (out_dir / CHECKPOINT_NAME).exists()
+    if resume:
+        if not has_checkpoint:
+            raise ResnetCoreError(f"--resume: no checkpoint in '{out_dir}': drop --resume to start a new run there")
+        return TrainConfig.load_json(out_dir / CONFIG_NAME).replace(**options)
+    if has_checkpoint:
+        raise ResnetCoreError(
+            f"'{out_dir}' already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    return TrainConfig.from_dict(options)
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, train, write the run directory, and return the contents of ``results.json``."""
+    options = vars(build_parser().parse_args(argv))
+    progress = options.pop("progress", True)
+    resume = options.pop("resume", False)
+    out_dir = Path(options.pop("out", None) or Path("runs") / options.get("arch", TrainConfig.arch))
+    config = resolve_config(options, out_dir, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+    result = fit(
+        config,
+        out_dir=out_dir,
+        resume_from=out_dir / CHECKPOINT_NAME if resume else None,
+        callbacks=[MetricsCsv(out_dir / METRICS_NAME, with_validation=config.val_split > 0)],
+        progress=progress,
+    )
+    summary = result.summary()
+    write_atomic(out_dir / RESULTS_NAME, json.dumps(summary, indent=2) + "\n")
+    log.info("test error %.2f%% after %d iterations (%.0f s); results in %s", summary["test_error"],
+             summary["iterations"], summary["wall_seconds"], out_dir)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            run(argv)
+    except ResnetCoreError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the last checkpoint is kept: continue with --resume", file=sys.stderr)
+        return 130
+    return 0

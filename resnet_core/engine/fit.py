@@ -1,0 +1,329 @@
+"""The training engine: one function, :func:`fit`, used by the CLI, the tests and distributed workers.
+
+It trains a registered model with the paper's recipe (He et al. 2015, Sec. 4.2: SGD, momentum 0.9,
+weight decay 1e-4, batch 128, step schedule counted in iterations, warm-up for depth >= 110), evaluates
+at intervals, writes atomic checkpoints, resumes exactly, and runs alone or under ``torch.distributed``
+(data sharded by rank, gradients averaged by DDP, metrics summed across ranks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from resnet_core.data.augment import Normalizer
+from resnet_core.data.batches import LabelledImages, TrainBatches, holdout_split
+from resnet_core.data.sources import ImageDataset, load_image_dataset
+from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from resnet_core.engine.config import RESUMABLE_CHANGES, TrainConfig
+from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum, barrier, broadcast_buffers, current_group
+from resnet_core.engine.evaluate import evaluate
+from resnet_core.engine.schedule import StepSchedule, WarmupMonitor, warmup_enabled
+from resnet_core.errors import CheckpointError, ConfigError
+from resnet_core.models import Shortcut, count_parameters, create_model, model_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """One evaluation: errors in percent, losses as mean cross-entropy, ``seconds`` of training so far."""
+
+    iteration: int
+    lr: float
+    train_loss: float
+    train_error: float
+    test_loss: float
+    test_error: float
+    val_loss: float | None
+    val_error: float | None
+    seconds: float
+    checkpoint: str | None = None
+    """Path of the checkpoint written at this evaluation, if one was (for Ray/MLflow to pick up)."""
+
+    def row(self) -> dict[str, Any]:
+        """The metrics as a flat dict (what ``metrics.csv`` holds), without the checkpoint path."""
+        values = asdict(self)
+        values.pop("checkpoint")
+        return values
+
+
+Callback = Callable[[EvalReport], None]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    config: TrainConfig
+    model: nn.Module
+    """The trained, unwrapped model (never the DDP wrapper)."""
+    shortcut: str
+    params: int
+    history: tuple[EvalReport, ...]
+    wall_seconds: float
+    warmup_ended_at: int | None
+
+    @property
+    def final(self) -> EvalReport:
+        return self.history[-1]
+
+    def summary(self) -> dict[str, Any]:
+        """What ``results.json`` holds: the run's identity and its final figures."""
+        final = self.final
+        return {
+            "arch": self.config.arch,
+            "shortcut": self.shortcut,
+            "residual": model_info(self.config.arch).residual,
+            "params": self.params,
+            "iterations": final.iteration,
+            "test_error": final.test_error,
+            "test_loss": final.test_loss,
+            "val_error": final.val_error,
+            "train_error": final.train_error,
+            "wall_seconds": self.wall_seconds,
+            "warmup_ended_at": self.warmup_ended_at,
+            "seed": self.config.seed,
+        }
+
+
+def resolve_device(spec: str, group: ProcessGroup) -> torch.device:
+    """``auto`` picks CUDA (this rank's GPU), then MPS, then CPU; an explicit device must exist."""
+    kind = spec.split(":")[0]
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", group.local_rank % torch.cuda.device_count())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} asked for but CUDA is not available: use --device cpu or auto")
+        return torch.device(spec if ":" in spec else f"cuda:{group.local_rank % torch.cuda.device_count()}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' asked for but MPS is not available: use --device cpu or auto")
+    return torch.device(spec)
+
+
+def check_model_options(config: TrainConfig) -> None:
+    """Fail fast (before any data is read) on an unknown arch or options it cannot take, e.g. depth 25."""
+    with torch.device("meta"):
+        create_model(config.arch, depth=config.depth, shortcut=config.shortcut)
+
+
+def _load_data(config: TrainConfig, group: ProcessGroup) -> ImageDataset:
+    # Rank 0 first, so a download or cache build happens once; the others then read its result.
+    if not group.is_main:
+        barrier(group)
+    dataset = load_image_dataset(config.data, dataset=config.dataset, download=config.download,
+                                 cache_dir=config.cache_dir)
+    if group.is_main:
+        barrier(group)
+    return dataset
+
+
+class _Run:
+    """The mutable state of one training run; :func:`fit` drives it."""
+
+    def __init__(self, config: TrainConfig, dataset: ImageDataset, group: ProcessGroup) -> None:
+        self.config = config
+        self.group = group
+        self.device = resolve_device(config.device, group)
+        if config.bf16 and self.device.type != "cuda":
+            raise ConfigError(f"bf16 autocast is for CUDA devices, this run is on {self.device.type}: drop --bf16")
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
+        )
+        train, val = holdout_split(dataset.train_images, dataset.train_labels, config.val_split)
+        self.train_set = train.to(self.device)
+        self.val_set = val.to(self.device) if val is not None else None
+        self.test_set = LabelledImages(dataset.test_images, dataset.test_labels).to(self.device)
+        self.normalizer = Normalizer.fit(self.train_set.images, config.normalization)
+        self.batches = TrainBatches(self.train_set, self.normalizer, config.batch_size, seed=config.seed,
+                                    augment=config.augment, rank=group.rank, world_size=group.world_size)
+
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.arch, depth=config.depth, shortcut=config.shortcut,
+                                  num_classes=dataset.num_classes)
+        self.model.to(self.device)
+        self.shortcut = Shortcut.parse(config.shortcut or model_info(config.arch).options["shortcut"]).value
+        self.params = count_parameters(self.model)
+        self.trained: nn.Module = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if group.active else self.model
+        )
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.schedule = StepSchedule.from_config(config)
+        self.warmup = WarmupMonitor(warmup_enabled(config, getattr(self.model, "depth", None)),
+                                    config.warmup_until_error, config.warmup_window)
+        self.iteration = 0
+        self.lr = self.schedule.lr(0, self.warmup.active)
+        # [loss sum, error count, images] since the last evaluation, and [errors, images] of the warm-up window.
+        self.train_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self.window_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.history: list[EvalReport] = []
+        self.seconds_before = 0.0
+
+    # ----------------------------------------------------------------- training
+    def step(self) -> None:
+        """One SGD update on batch ``self.iteration``."""
+        self.lr = self.schedule.lr(self.iteration, self.warmup.active)
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = self.lr
+        inputs, labels = self.batches.batch(self.iteration)
+        with self.autocast:
+            logits = self.trained(inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            errors = (logits.argmax(1) != labels).sum()
+            self.train_sums[0] += loss.detach() * len(labels)
+            self.train_sums[1] += errors
+            self.train_sums[2] += len(labels)
+            if self.warmup.active:
+                self.window_sums[0] += errors
+                self.window_sums[1] += len(labels)
+        self.iteration += 1
+        if self.warmup.active and self.iteration % self.config.warmup_window == 0:
+            errors_seen, seen = all_reduce_sum(self.window_sums.clone(), self.group).tolist()
+            self.window_sums.zero_()
+            if self.warmup.update(self.iteration, 100.0 * errors_seen / seen):
+                log.info("warm-up ended at iteration %d (training error %.1f%% < %.0f%%); lr back to %g",
+                         self.iteration, 100.0 * errors_seen / seen, self.config.warmup_until_error,
+                         self.config.lr)
+
+    def evaluate(self, seconds: float) -> EvalReport:
+        broadcast_buffers(self.model, self.group)
+        loss_sum, errors, count = all_reduce_sum(self.train_sums.clone(), self.group).tolist()
+        self.train_sums.zero_()
+        test_loss, test_error = evaluate(self.model, self.test_set, self.normalizer, self.config.eval_batch_size,
+                                         self.group, self.autocast)
+        val_loss = val_error = None
+        if self.val_set is not None:
+            val_loss, val_error = evaluate(self.model, self.val_set, self.normalizer,
+                                           self.config.eval_batch_size, self.group, self.autocast)
+        return EvalReport(self.iteration, self.lr, loss_sum / max(count, 1), 100.0 * errors / max(count, 1),
+                          test_loss, test_error, val_loss, val_error, seconds)
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self, seconds: float) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "warmup": {"active": self.warmup.active, "ended_at": self.warmup.ended_at},
+            "train_sums": self.train_sums.cpu(),
+            "window_sums": self.window_sums.cpu(),
+            "rng": rng_state(self.device),
+            "history": [report.row() for report in self.history],
+            "seconds": seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        saved = TrainConfig.from_dict(state["config"])
+        changed = {key: values for key, values in self.config.changes_from(saved).items()
+                   if key not in RESUMABLE_CHANGES}
+        if changed:
+            key, (before, now) = next(iter(sorted(changed.items())))
+            raise CheckpointError(
+                f"checkpoint '{source}' was written with {key}={before!r} but this run asks for {key}={now!r}: "
+                "resume with the same settings, or start a new run in another --out"
+            )
+        if state["iteration"] > self.config.iterations:
+            raise CheckpointError(
+                f"checkpoint '{source}' is at iteration {state['iteration']}, beyond iterations="
+                f"{self.config.iterations}: raise --iterations to continue it"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = state["iteration"]
+        self.warmup.active = state["warmup"]["active"]
+        self.warmup.ended_at = state["warmup"]["ended_at"]
+        self.train_sums.copy_(state["train_sums"])
+        self.window_sums.copy_(state["window_sums"])
+        restore_rng_state(state["rng"], self.device)
+        self.history = [EvalReport(**row) for row in state["history"]]
+        self.seconds_before = float(state["seconds"])
+        self.lr = self.schedule.lr(max(self.iteration - 1, 0), self.warmup.active)
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    data: ImageDataset | None = None,
+    out_dir: Path | None = None,
+    resume_from: Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = False,
+) -> FitResult:
+    """Train ``config.arch`` as ``config`` says and return the model, its history and final figures.
+
+    ``data`` skips loading ``config.data`` (tests pass small in-memory sets). ``out_dir`` receives
+    ``checkpoint.pt`` every ``checkpoint_every`` iterations and at the end (rank 0 writes).
+    ``resume_from`` continues from a checkpoint exactly. Each evaluation is passed to every callback.
+    """
+    check_model_options(config)
+    group = current_group()
+    dataset = data if data is not None else _load_data(config, group)
+    run = _Run(config, dataset, group)
+    if resume_from is not None:
+        run.load_state_dict(load_checkpoint(resume_from, map_location=run.device), resume_from)
+        log.info("resumed from %s at iteration %d", resume_from, run.iteration)
+    if group.is_main:
+        log.info("training %s (shortcut %s, %s parameters) on %s%s: %d iterations, batch %d, lr %g, "
+                 "weight decay %g, milestones %s, warm-up %s", config.arch, run.shortcut, f"{run.params:,}",
+                 run.device, f" x{group.world_size} ranks" if group.active else "", config.iterations,
+                 config.batch_size, config.lr, config.weight_decay, list(config.milestones),
+                 "on" if run.warmup.active else "off")
+    checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    started = time.perf_counter()
+
+    def seconds() -> float:
+        return run.seconds_before + time.perf_counter() - started
+
+    bar = tqdm(total=config.iterations, initial=run.iteration, unit="it", dynamic_ncols=True,
+               disable=not (progress and group.is_main), desc=config.arch)
+    run.model.train()
+    with bar:
+        while run.iteration < config.iterations:
+            run.step()
+            bar.update(1)
+            done = run.iteration == config.iterations
+            report = None
+            if run.iteration % config.eval_every == 0 or done:
+                report = run.evaluate(seconds())
+                run.history.append(report)
+                bar.set_postfix(lr=f"{report.lr:g}", train=f"{report.train_error:.1f}%",
+                                test=f"{report.test_error:.1f}%")
+                if group.is_main:
+                    log.info("iteration %d: lr %g, train error %.2f%%, test error %.2f%%%s", report.iteration,
+                             report.lr, report.train_error, report.test_error,
+                             "" if report.val_error is None else f", val error {report.val_error:.2f}%")
+            if checkpoint_path is not None and (run.iteration % config.checkpoint_every == 0 or done):
+                broadcast_buffers(run.model, group)
+                if group.is_main:
+                    save_checkpoint(checkpoint_path, run.state_dict(seconds()))
+                barrier(group)
+                if report is not None:
+                    report = EvalReport(**{**asdict(report), "checkpoint": str(checkpoint_path)})
+            if report is not None:
+                for callback in callbacks:
+                    callback(report)
+    if not run.history:
+        raise CheckpointError(f"checkpoint '{resume_from}' holds no evaluation to report: it is not one of ours")
+    broadcast_buffers(run.model, group)
+    return FitResult(config, run.model, run.shortcut, run.params, tuple(run.history), seconds(),
+                     run.warmup.ended_at)

@@ -1,0 +1,97 @@
+"""``python -m resnet_core.train``: the run directory it writes, resume, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from synthetic import make_dataset, write_image_tree
+
+from resnet_core.engine.checkpoint import load_checkpoint
+from resnet_core.engine.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--arch", "cifar_resnet", "--depth", "8", "--batch-size", "32", "--device", "cpu", "--no-progress",
+        "--eval-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory) -> Path:
+    return write_image_tree(make_dataset(), tmp_path_factory.mktemp("tree") / "tiny")
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "resnet_core.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_directory_contents_and_resume(image_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main([*FAST, *cache, "--data", str(image_tree), "--iterations", "10", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == "cifar_resnet" and config["depth"] == 8 and config["iterations"] == 10
+    with (out / "metrics.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0]) == ["iteration", "lr", "train_loss", "train_error", "test_loss", "test_error", "seconds"]
+    assert [row["iteration"] for row in rows] == ["5", "10"]
+    results = json.loads((out / "results.json").read_text())
+    assert {"arch", "shortcut", "params", "iterations", "test_error", "wall_seconds"} <= set(results)
+    assert results["shortcut"] == "A" and results["iterations"] == 10 and 0 <= results["test_error"] <= 100
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 10
+
+    # The same --out without --resume would overwrite a run: refused, nothing touched.
+    assert main([*FAST, *cache, "--data", str(image_tree), "--iterations", "10", "--out", str(out)]) == 2
+    # --resume continues to a larger budget; saved settings are kept, rows are appended.
+    assert main(["--resume", "--iterations", "15", "--out", str(out), "--no-progress"]) == 0
+    with (out / "metrics.csv").open() as stream:
+        assert [row["iteration"] for row in csv.DictReader(stream)] == ["5", "10", "15"]
+    assert json.loads((out / "results.json").read_text())["iterations"] == 15
+
+
+def test_every_flag_reaches_the_config() -> None:
+    args = build_parser().parse_args([
+        "--arch", "resnet56", "--shortcut", "b", "--data", "d", "--dataset", "cifar100", "--no-download",
+        "--cache-dir", "c", "--val-split", "5000", "--normalization", "channel", "--no-augment",
+        "--batch-size", "64", "--lr", "0.05", "--momentum", "0.8", "--weight-decay", "5e-4",
+        "--iterations", "100", "--milestones", "50,75", "--lr-decay", "0.2", "--warmup", "--warmup-lr", "0.02",
+        "--seed", "3", "--device", "cpu", "--eval-every", "10", "--eval-batch-size", "500",
+        "--checkpoint-every", "20", "--bf16", "--out", "o", "--resume", "--no-progress",
+    ])
+    options = vars(args)
+    assert (options.pop("out"), options.pop("resume"), options.pop("progress")) == ("o", True, False)
+    from resnet_core import TrainConfig
+
+    config = TrainConfig.from_dict(options)
+    assert config.shortcut == "B" and config.milestones == (50, 75) and config.warmup is True
+    assert (config.dataset, config.download, config.augment, config.bf16) == ("cifar100", False, False, True)
+    assert (config.val_split, config.normalization, config.lr_decay, config.warmup_lr) == (5000, "channel", 0.2, 0.02)
+    assert build_parser().parse_args(["--no-warmup"]).warmup is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arch", "resnet21"], "unknown architecture 'resnet21'"),
+        (["--lr", "0"], "lr must be > 0"),
+        (["--lr", "-1"], "lr must be > 0"),
+        (["--arch", "cifar_resnet", "--depth", "25"], "depth 25 is not 6n+2"),
+        (["--data", "does/not/exist", "--no-download"], "does/not/exist"),
+        (["--iterations", "ten"], "invalid int value"),
+        (["--shortcut", "D"], "invalid choice"),
+        (["--resume", "--out", "nowhere"], "no checkpoint in 'nowhere'"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = _cli(*args, "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "error" in line]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
