@@ -25,46 +25,28 @@ _OPTIONS = freeze({"num_classes": 10, "shortcut": "A"})
 _REFERENCE = "He et al. 2015, Sec. 4.2"
 
 for _depth, (_params, _error) in PAPER_TABLE_6.items():
-    register(
-        ModelInfo(
-            name=f"resnet{_depth}",
-            family="cifar",
-            builder=CifarResNet,
-            options=_OPTIONS,
-            fixed=freeze({"depth": _depth, "residual": True}),
-            paper_error=_error,
-            paper_params=_params,
-            reference=f"{_REFERENCE}, Table 6",
+    for _prefix, _residual, _where in (("resnet", True, "Table 6"), ("plain", False, "Fig. 6 (left)")):
+        register(
+            ModelInfo(
+                name=f"{_prefix}{_depth}",
+                family="cifar",
+                builder=CifarResNet,
+                options=_OPTIONS,
+                fixed=freeze({"depth": _depth, "residual": _residual}),
+                paper_error=_error if _residual else None,
+                paper_params=_params,
+                reference=f"{_REFERENCE}, {_where}",
+            )
         )
-    )
-    register(
-        ModelInfo(
-            name=f"plain{_depth}",
-            family="cifar",
-            builder=CifarResNet,
-            options=_OPTIONS,
-            fixed=freeze({"depth": _depth, "residual": False}),
-            paper_params=_params,
-            reference=f"{_REFERENCE}, Fig. 6 (left)",
-        )
-    )
 
 # Any depth 6n+2, e.g. create_model("cifar_resnet", depth=26).
-register(
-    ModelInfo(
-        name="cifar_resnet",
-        family="cifar",
-        builder=partial(CifarResNet, residual=True),
-        options=freeze({"depth": 20, "num_classes": 10, "shortcut": "A"}),
-        reference=_REFERENCE,
+for _name, _residual in (("cifar_resnet", True), ("cifar_plain", False)):
+    register(
+        ModelInfo(
+            name=_name,
+            family="cifar",
+            builder=partial(CifarResNet, residual=_residual),
+            options=freeze({"depth": 20, "num_classes": 10, "shortcut": "A"}),
+            reference=_REFERENCE,
+        )
     )
-)
-register(
-    ModelInfo(
-        name="cifar_plain",
-        family="cifar",
-        builder=partial(CifarResNet, residual=False),
-        options=freeze({"depth": 20, "num_classes": 10, "shortcut": "A"}),
-        reference=_REFERENCE,
-    )
-)
