@@ -17,6 +17,11 @@ from resnet_core.data.batches import LabelledImages, eval_batches
 from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for metric sums where the device has it (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -29,7 +34,7 @@ def evaluate(
     """(mean cross-entropy, top-1 error in percent) over all of ``data``; each rank scores its share."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=data.images.device)
+    sums = torch.zeros(3, dtype=accumulator_dtype(data.images.device), device=data.images.device)
     for inputs, labels in eval_batches(data, normalizer, batch_size, rank=group.rank, world_size=group.world_size):
         with autocast:
             logits = model(inputs)

@@ -28,7 +28,7 @@ from resnet_core.data.sources import ImageDataset, load_image_dataset
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from resnet_core.engine.config import RESUMABLE_CHANGES, TrainConfig
 from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum, barrier, broadcast_buffers, current_group
-from resnet_core.engine.evaluate import evaluate
+from resnet_core.engine.evaluate import accumulator_dtype, evaluate
 from resnet_core.engine.schedule import StepSchedule, WarmupMonitor, warmup_enabled
 from resnet_core.errors import CheckpointError, ConfigError
 from resnet_core.models import Shortcut, count_parameters, create_model, model_info
@@ -144,10 +144,11 @@ class _Run:
             torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
         )
         train, val = holdout_split(dataset.train_images, dataset.train_labels, config.val_split)
+        # Statistics on the CPU in float64 (MPS has no float64), then everything moves to the device.
+        self.normalizer = Normalizer.fit(train.images, config.normalization).to(self.device)
         self.train_set = train.to(self.device)
         self.val_set = val.to(self.device) if val is not None else None
         self.test_set = LabelledImages(dataset.test_images, dataset.test_labels).to(self.device)
-        self.normalizer = Normalizer.fit(self.train_set.images, config.normalization)
         self.batches = TrainBatches(self.train_set, self.normalizer, config.batch_size, seed=config.seed,
                                     augment=config.augment, rank=group.rank, world_size=group.world_size)
 
@@ -169,8 +170,8 @@ class _Run:
         self.iteration = 0
         self.lr = self.schedule.lr(0, self.warmup.active)
         # [loss sum, error count, images] since the last evaluation, and [errors, images] of the warm-up window.
-        self.train_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        self.window_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.train_sums = torch.zeros(3, dtype=accumulator_dtype(self.device), device=self.device)
+        self.window_sums = torch.zeros(2, dtype=accumulator_dtype(self.device), device=self.device)
         self.history: list[EvalReport] = []
         self.seconds_before = 0.0
 
