@@ -1,0 +1,140 @@
+"""Run a depth study: ``python study/run.py [--spec FILE] [--set key=value ...]``.
+
+Reads and checks the spec (one-line errors, exit code 2, before Ray starts), checks the data, connects to
+the Ray cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``) or starts a local Ray, logs to MLflow
+(a local SQLite file by default), runs the search and the final retraining, and prints the report.
+Re-running the same command continues an interrupted study of the same name.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder's modules
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p != here]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import TYPE_CHECKING, NoReturn  # noqa: E402
+
+if TYPE_CHECKING:
+    from study.spec import StudySpec
+
+PROG = "study/run.py"
+LOCAL = "a local Ray"
+log = logging.getLogger("study")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog=PROG, description="Tune lr and weight decay per depth and shortcut option "
+                            "(He et al. 2015, Sec. 4.2) with Ray Tune + Optuna; track in MLflow.")
+    parser.add_argument("--spec", help="study spec YAML (default: study/specs/cifar10_depth.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field, e.g. --set search.trials_per_group=4 (repeatable)")
+    return parser
+
+
+def connect_ray(address: str | None) -> str:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local Ray; one-line error if unreachable."""
+    import ray
+
+    from resnet_core import ResnetCoreError
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        # The dashboard stays on (bound to 127.0.0.1): Ray Train's clean-up of stopped trials asks its
+        # state API whether a trial's controller is gone; without it, stopped trials leak their workers.
+        ray.init(address=address or None, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ResnetCoreError(f"cannot reach the Ray cluster at {address!r} ({reason}): check RAY_ADDRESS, "
+                              "or unset it to run on a local Ray") from None
+    return address or LOCAL
+
+
+def check_local_resources(spec: "StudySpec") -> None:
+    """On a local Ray (no autoscaler to add nodes), a trial that can never fit is a mistake, not a wait."""
+    import ray
+
+    from resnet_core import ResnetCoreError
+    from study.runner import TRIAL_DRIVER_CPUS
+
+    total = ray.cluster_resources()
+    need_gpus = spec.resources.workers_per_trial * spec.resources.gpus_per_worker
+    if need_gpus > total.get("GPU", 0.0):
+        ray.shutdown()
+        raise ResnetCoreError(
+            f"resources.gpus_per_worker={spec.resources.gpus_per_worker} needs {need_gpus:g} GPU per trial but "
+            f"this machine has {total.get('GPU', 0.0):g}: --set resources.gpus_per_worker=0 (and train.device=cpu)"
+        )
+    need_cpus = TRIAL_DRIVER_CPUS + spec.resources.workers_per_trial * spec.resources.cpus_per_worker
+    if need_cpus > total.get("CPU", 0.0) + 1e-9:
+        ray.shutdown()
+        raise ResnetCoreError(
+            f"a trial needs {need_cpus:g} CPUs (resources.workers_per_trial x cpus_per_worker + "
+            f"{TRIAL_DRIVER_CPUS} for its driver) but this machine has {total.get('CPU', 0.0):g}: lower them"
+        )
+
+
+def with_absolute_paths(spec: "StudySpec", cwd: Path) -> "StudySpec":
+    """Trials run in other working directories (and on other nodes): give them absolute local paths."""
+    import dataclasses
+
+    def absolute(path: str | None) -> str | None:
+        return path if path is None or "://" in path else str((cwd / Path(path).expanduser()).resolve())
+
+    dataset = dataclasses.replace(spec.dataset, path=absolute(spec.dataset.path),
+                                  cache_dir=absolute(spec.dataset.cache_dir))
+    return dataclasses.replace(spec, dataset=dataset)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from resnet_core import ResnetCoreError, load_image_dataset
+    from study.spec import load_spec
+
+    cwd = Path.cwd()
+    try:
+        spec = with_absolute_paths(load_spec(args.spec, args.set), cwd)
+        data = load_image_dataset(spec.dataset.path, dataset=spec.dataset.name, download=spec.dataset.download,
+                                  cache_dir=spec.dataset.cache_dir)
+        where = connect_ray(None)
+        if where == LOCAL:
+            check_local_resources(spec)
+    except ResnetCoreError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    from study.runner import run_study
+    from study.tracking import StudyTracker
+
+    tracker = StudyTracker(spec.tracking_uri(cwd), spec.experiment_name(), spec.name)
+    storage = f"{spec.storage_path(cwd).rstrip('/')}/{spec.name}"
+    log.info("study %s: %d groups x %d trials on %s; MLflow %s (experiment %s); Ray state in %s", spec.name,
+             len(spec.study_groups()), spec.search.trials_per_group, where, spec.tracking_uri(cwd),
+             spec.experiment_name(), storage)
+    started = time.perf_counter()
+    try:
+        results, table = run_study(spec, tracker, storage, data.num_classes)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to continue the study", file=sys.stderr)
+        return 130
+    tracker.close()
+    print(f"\nStudy {spec.name} finished in {time.perf_counter() - started:.0f} s\n\n{table}\n")
+    print(f"MLflow: mlflow ui --backend-store-uri {spec.tracking_uri(cwd)}  (experiment {spec.experiment_name()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""A study from start to end: search per group, retrain each group's best on the full training set with
+``final_seeds`` seeds, then the report -- each phase a Ray Tune run that ``Tuner.restore`` can continue.
+
+Phase 1 (search): Optuna samples ``lr`` and ``weight_decay`` per group; the objective is the validation
+error on the held-out split (the paper chose its schedule on 45k/5k, Sec. 4.2); bad trials stop early.
+Phase 2 (final): the chosen configuration of each group is trained on all training images with
+``final_seeds`` seeds and scored on the test set, so the report gives test error mean +- std (as the
+paper's Table 6 gives for ResNet-110).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from ray import tune
+
+from resnet_core import create_model, count_parameters, model_info
+from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from study.report import GroupResult, format_table, write_report
+from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space
+from study.spec import Group, StudySpec, spec_from_dict
+from study.tracking import MlflowTrialCallback, StudyTracker
+from study.trial import trial_driver
+
+log = logging.getLogger(__name__)
+
+TRIAL_DRIVER_CPUS = 0.1
+"""CPUs reserved for a trial's driver, which only waits for its TorchTrainer; the workers get the rest.
+Kept small so a 2-core machine still fits a trial's workers next to its driver."""
+
+CHANCE_MARGIN = 2.0
+"""A trial whose validation error is within this many points of chance after its grace period is stopped."""
+
+
+@dataclass(frozen=True)
+class TrialNamer:
+    """Run name and MLflow params of a trial, from its Tune config (picklable, for ``Tuner.restore``)."""
+
+    spec: dict[str, Any]
+
+    def __call__(self, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        config = {**config, **config.get("final", {})}
+        study = spec_from_dict(self.spec)
+        group = {g.key: g for g in study.study_groups()}[config["group"]]
+        seed = int(config.get("seed", study.train.seed))
+        phase = config.get("phase", "search")
+        name = (f"{group.key} seed {seed} (final)" if phase == "final"
+                else f"{group.key} lr={config['lr']:.3g} wd={config['weight_decay']:.2g}")
+        params = {"arch": group.arch, "depth": group.depth, "shortcut": group.shortcut or "none",
+                  "residual": group.residual, "lr": config["lr"], "weight_decay": config["weight_decay"],
+                  "seed": seed, "group": group.key, "phase": phase, "iterations": study.train.iterations,
+                  "batch_size": study.train.batch_size}
+        return name, params
+
+
+def _tuner(spec: StudySpec, experiment: str, trainable: Any, make: Callable[[], tune.Tuner]) -> tune.Tuner:
+    """Continue the phase's Tune run when its state exists (finished trials are not run again), else start it."""
+    if tune.Tuner.can_restore(experiment):
+        log.info("continuing %s", experiment)
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return make()
+
+
+def concurrent_trials(spec: StudySpec) -> int:
+    """How many trials run at once: the spec's limit, else as many whole trials as the cluster holds now.
+
+    Each trial is a driver plus its TorchTrainer workers; Tune only reserves the driver, so without this
+    limit several drivers could each grab part of the workers they need and wait on each other forever.
+    """
+    if spec.resources.max_concurrent_trials:
+        return spec.resources.max_concurrent_trials
+    import ray
+
+    total = ray.cluster_resources()
+    resources = spec.resources
+    fits = [int((total.get("CPU", 0.0) + 1e-9) // (TRIAL_DRIVER_CPUS + resources.workers_per_trial
+                                                  * resources.cpus_per_worker))]
+    if resources.gpus_per_worker > 0:
+        fits.append(int((total.get("GPU", 0.0) + 1e-9) // (resources.workers_per_trial * resources.gpus_per_worker)))
+    return max(1, min(fits))
+
+
+def _trainable(spec: StudySpec, storage: str) -> Any:
+    bound = tune.with_parameters(trial_driver, spec=spec.to_dict(), storage_path=f"{storage}/train")
+    return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
+
+
+def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int) -> tune.ResultGrid:
+    groups = spec.study_groups()
+    reports = math.ceil(spec.train.iterations / min(spec.train.eval_every, spec.train.iterations))
+    scheduler = GroupedScheduler(
+        [g.key for g in groups], max_reports=reports, grace_reports=spec.search.grace_evals,
+        reduction_factor=spec.search.reduction_factor, chance_error=100.0 * (1 - 1 / num_classes) - CHANCE_MARGIN,
+        use_asha=spec.search.early_stopping == "asha",
+    )
+    searcher = GroupedSearcher(
+        search_space((spec.search.lr.low, spec.search.lr.high),
+                     (spec.search.weight_decay.low, spec.search.weight_decay.high)),
+        {g.key: spec.search.trials_per_group for g in groups}, sampler=spec.search.sampler, seed=spec.search.seed,
+        initial_points=spec.search.initial_points,
+    )
+    trainable = _trainable(spec, storage)
+    callback = MlflowTrialCallback(tracker, "search", TrialNamer(spec.to_dict()), spec.train.iterations)
+
+    def make() -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=METRIC, mode=MODE,
+                                        num_samples=len(groups) * spec.search.trials_per_group,
+                                        max_concurrent_trials=concurrent_trials(spec)),
+            run_config=tune.RunConfig(name="search", storage_path=f"{storage}", callbacks=[callback], verbose=1),
+        )
+
+    return _tuner(spec, f"{storage}/search", trainable, make).fit()
+
+
+@dataclass(frozen=True)
+class Choice:
+    group: Group
+    lr: float
+    weight_decay: float
+    val_error: float
+    trials: int
+    stopped_early: int
+
+
+def choose(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker) -> list[Choice]:
+    """Per group, the trial with the lowest final validation error (full-budget trials first)."""
+    reports = math.ceil(spec.train.iterations / min(spec.train.eval_every, spec.train.iterations))
+    by_group: dict[str, list[Any]] = {}
+    for result in grid:
+        if result.config and "group" in result.config and result.metrics and METRIC in result.metrics:
+            by_group.setdefault(result.config["group"], []).append(result)
+    choices = []
+    for group in spec.study_groups():
+        results = by_group.get(group.key, [])
+        finite = [r for r in results if math.isfinite(r.metrics[METRIC])]
+        if not finite:
+            log.warning("group %s has no finished trial with a finite validation error; skipped", group.key)
+            continue
+        complete = [r for r in finite if r.metrics.get("training_iteration", 0) >= reports] or finite
+        best = min(complete, key=lambda r: r.metrics[METRIC])
+        stopped = sum(1 for r in results if r.metrics.get("training_iteration", 0) < reports)
+        choices.append(Choice(group, float(best.config["lr"]), float(best.config["weight_decay"]),
+                              float(best.metrics[METRIC]), len(results), stopped))
+    return choices
+
+
+def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, storage: str) -> tune.ResultGrid | None:
+    if spec.train.final_seeds == 0 or not choices:
+        return None
+    runs = [{"group": c.group.key, "lr": c.lr, "weight_decay": c.weight_decay, "seed": spec.train.seed + s,
+             "phase": "final"} for c in choices for s in range(spec.train.final_seeds)]
+    trainable = _trainable(spec, storage)
+    callback = MlflowTrialCallback(tracker, "final", TrialNamer(spec.to_dict()), spec.train.iterations)
+
+    def make() -> tune.Tuner:
+        return tune.Tuner(
+            trainable, param_space={"final": tune.grid_search(runs)},
+            tune_config=tune.TuneConfig(metric="test_error", mode="min", max_concurrent_trials=concurrent_trials(spec)),
+            run_config=tune.RunConfig(name="final", storage_path=storage, callbacks=[callback], verbose=1),
+        )
+
+    grid = _tuner(spec, f"{storage}/final", trainable, make).fit()
+    _log_best_models(spec, grid, tracker, callback)
+    return grid
+
+
+def _log_best_models(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker,
+                     callback: MlflowTrialCallback) -> None:
+    """Each group's first-seed final model, logged as an MLflow PyTorch model on that run."""
+    for result in grid:
+        final = (result.config or {}).get("final", {})
+        path = (result.metrics or {}).get("checkpoint_path")
+        if final.get("seed") != spec.train.seed or not path:
+            continue
+        run_id = tracker.find_trial_run(result.metrics["trial_id"])
+        if run_id is None or tracker.has_model(run_id):
+            continue
+        state = load_checkpoint(Path(path) / CHECKPOINT_NAME)
+        group = {g.key: g for g in spec.study_groups()}[final["group"]]
+        model = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
+        model.load_state_dict(state["model"])
+        size = int(state["config"].get("image_size", 32)) if "image_size" in state["config"] else 32
+        example = torch.zeros(1, 3, size, size).numpy()  # a normalised CIFAR-sized input
+        tracker.log_model(run_id, model.eval(), name="model", input_example=example)
+
+
+def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | None) -> list[GroupResult]:
+    tests: dict[str, list[float]] = {}
+    for result in final or []:
+        group = (result.config or {}).get("final", {}).get("group")
+        if group and result.metrics and "test_error" in result.metrics:
+            tests.setdefault(group, []).append(float(result.metrics["test_error"]))
+    results = []
+    for c in choices:
+        with torch.device("meta"):
+            params = count_parameters(create_model(c.group.arch, shortcut=c.group.shortcut))
+        results.append(GroupResult(
+            group=c.group.key, arch=c.group.arch, depth=c.group.depth, residual=c.group.residual,
+            shortcut=c.group.shortcut, params=params, lr=c.lr, weight_decay=c.weight_decay, val_error=c.val_error,
+            trials=c.trials, stopped_early=c.stopped_early, test_errors=tuple(tests.get(c.group.key, ())),
+            paper_error=model_info(c.group.arch).paper_error if c.group.shortcut in (None, "A") else None,
+        ))
+    return results
+
+
+def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int) -> tuple[list[GroupResult], str]:
+    """Both phases and the report; returns the group results and the report's Markdown table."""
+    tracker.log_spec(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    grid = run_search(spec, tracker, storage, num_classes)
+    choices = choose(spec, grid, tracker)
+    final = run_final(spec, choices, tracker, storage)
+    results = summarise(spec, choices, final)
+    with tempfile.TemporaryDirectory() as folder:
+        write_report(results, Path(folder), spec.name)
+        tracker.log_report(Path(folder))
+    return results, format_table(results)

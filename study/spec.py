@@ -1,0 +1,434 @@
+"""The study spec: what a study trains, what it searches, where it records, as frozen typed dataclasses.
+
+A spec is a YAML file (``study/specs/*.yaml``) plus ``--set key.path=value`` overrides. Everything is
+checked here, before any trial starts; each problem is a one-line :class:`SpecError` naming the key path.
+
+Defaults follow He et al. 2015, Sec. 4.2 (CIFAR-10): a 45k/5k train/validation split, mini-batch 128,
+momentum 0.9, 64k iterations with the learning rate divided by 10 at 32k and 48k (fractions 0.5 and 0.75)
+and per-pixel mean subtraction. The paper fixes lr 0.1 and weight decay 1e-4; the default log-uniform
+search ranges contain both, so the search can find the paper's recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from resnet_core import ConfigError, ResnetCoreError, TrainConfig, list_models, model_info
+from resnet_core.data.sources import DATASETS
+
+SHORTCUTS = ("A", "B", "C")
+SAMPLERS = ("tpe", "random")
+EARLY_STOPPING = ("asha", "none")
+POINT_KEYS = ("lr", "weight_decay")
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-4 as a string
+# Where a TrainConfig field comes from in the spec (others: train.<field>).
+_CONFIG_SOURCES = {"arch": "groups.archs", "shortcut": "groups.shortcuts", "data": "dataset.path",
+                   "dataset": "dataset.name", "download": "dataset.download", "cache_dir": "dataset.cache_dir",
+                   "val_split": "dataset.val_split", "lr": "search.lr", "weight_decay": "search.weight_decay",
+                   "checkpoint_every": "train.eval_every"}
+T = TypeVar("T")
+
+
+class SpecError(ResnetCoreError, ValueError):
+    """The study spec is invalid; the one-line message names the key path (e.g. ``search.lr.low``) and the fix."""
+
+
+def _require(condition: object, message: str) -> None:
+    if not condition:
+        raise SpecError(message)
+
+
+def _at_least(section: str, spec: object, minimums: Mapping[str, int]) -> None:
+    for name, minimum in minimums.items():
+        value = getattr(spec, name)
+        _require(value >= minimum, f"{section}.{name} must be >= {minimum}, got {value}")
+
+
+def _one_of(key: str, value: str, choices: Sequence[str]) -> None:
+    _require(value in choices, f"{key}={value!r} is unknown: use one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """A log-uniform search range, ``0 < low < high``."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "cifar10"
+    path: str = "data"
+    val_split: int = 5000
+    """Held-out training images; the search minimises their error (the paper's 45k/5k split, Sec. 4.2)."""
+    download: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("dataset.name", self.name, DATASETS)
+        _require(self.path, "dataset.path is empty: give the directory or archive holding the data")
+        _require(self.val_split >= 1, f"dataset.val_split={self.val_split} must be >= 1: the search objective is "
+                                      "the validation error, so hold out images (the paper used 5000, Sec. 4.2)")
+
+
+@dataclass(frozen=True)
+class GroupsSpec:
+    """Architectures x shortcut options; each pair is tuned separately (plain nets have no shortcut)."""
+
+    archs: tuple[str, ...] = field(metadata={"hint": "list the CIFAR architectures, e.g. [resnet20, plain20]"})
+    shortcuts: tuple[str, ...] = ("A",)
+    """Option A, zero-padding identity shortcuts, is the paper's CIFAR choice (Sec. 4.2); B/C: Table 3."""
+
+    def __post_init__(self) -> None:
+        usable = ", ".join(name for name in list_models("cifar") if "depth" in model_info(name).fixed)
+        _require(self.archs, f"groups.archs is empty: list at least one architecture of {usable}")
+        for i, arch in enumerate(self.archs):
+            key = f"groups.archs[{i}]"
+            try:
+                info = model_info(arch)
+            except ConfigError:
+                raise SpecError(f"{key}: unknown architecture {arch!r}: use one of {usable}") from None
+            _require(info.family == "cifar", f"{key}: {arch} is a {info.family} model, not a CIFAR one: use {usable}")
+            _require("depth" in info.fixed, f"{key}: {arch} has no fixed depth: use one of {usable}")
+        _require(self.shortcuts, "groups.shortcuts is empty: use one or more of A, B, C (paper Table 3)")
+        for i, option in enumerate(self.shortcuts):
+            _require(option in SHORTCUTS, f"groups.shortcuts[{i}]: unknown shortcut option {option!r}: use A, B or C "
+                                          "(paper Table 3)")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    lr: LogUniform = LogUniform(0.01, 0.5)
+    weight_decay: LogUniform = LogUniform(1e-5, 1e-3)
+    trials_per_group: int = 8
+    sampler: str = "tpe"
+    seed: int = 0
+    early_stopping: str = "asha"
+    grace_evals: int = 2
+    """Evaluations a trial always gets before ASHA may stop it."""
+    reduction_factor: int = 3
+    initial_points: tuple[dict[str, float], ...] = ()
+    """Points ``{lr, weight_decay}`` tried first in every group; they count toward ``trials_per_group``."""
+
+    def __post_init__(self) -> None:
+        for name in POINT_KEYS:
+            span, key = getattr(self, name), f"search.{name}"
+            _require(span.low > 0, f"{key}.low must be > 0 for a log-uniform range, got {span.low}")
+            _require(span.low < span.high, f"{key}.low={span.low} >= {key}.high={span.high}: empty or inverted "
+                                           "range; need 0 < low < high")
+        _at_least("search", self, {"trials_per_group": 1, "seed": 0, "grace_evals": 1, "reduction_factor": 2})
+        _one_of("search.sampler", self.sampler, SAMPLERS)
+        _one_of("search.early_stopping", self.early_stopping, EARLY_STOPPING)
+        _require(len(self.initial_points) <= self.trials_per_group,
+                 f"search.initial_points has {len(self.initial_points)} points but search.trials_per_group is "
+                 f"{self.trials_per_group}: raise trials_per_group or drop points")
+        for i, point in enumerate(self.initial_points):
+            self._check_point(point, f"search.initial_points[{i}]")
+
+    def _check_point(self, point: Mapping[str, float], key: str) -> None:
+        unknown = sorted(set(point) - set(POINT_KEYS))
+        _require(not unknown, f"unknown key {key}.{unknown[0] if unknown else ''}: valid keys are lr, weight_decay")
+        for name in POINT_KEYS:
+            span = getattr(self, name)
+            _require(name in point, f"{key}.{name} is required: give both lr and weight_decay")
+            _require(span.low <= point[name] <= span.high, f"{key}.{name}={point[name]} is outside search.{name}"
+                     f" [{span.low}, {span.high}]: widen the range or move the point")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    iterations: int = 64_000
+    batch_size: int = 128
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    """Fractions of ``iterations`` where the lr drops 10x: the paper's 32k and 48k of 64k (Sec. 4.2)."""
+    eval_every: int = 2000
+    final_seeds: int = 3
+    """Retrainings of each group's best point on the full training set; 0 skips them."""
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    momentum: float = 0.9
+    normalization: str = "pixel_mean"
+
+    def __post_init__(self) -> None:
+        _at_least("train", self, {"iterations": 1, "eval_every": 1, "final_seeds": 0})
+        for i, fraction in enumerate(self.milestones):
+            _require(0 < fraction < 1, f"train.milestones[{i}]={fraction} is not a fraction in (0, 1) of "
+                                       "train.iterations (the paper's 32k/48k of 64k are 0.5, 0.75)")
+        _require(all(a < b for a, b in pairwise(self.milestones)),
+                 f"train.milestones must be increasing, got {list(self.milestones)}")
+        _require(all(m > 0 for m in self.milestone_iterations()),
+                 f"train.milestones={list(self.milestones)} round to iteration 0 at train.iterations="
+                 f"{self.iterations}: raise iterations or the fractions")
+
+    def milestone_iterations(self) -> tuple[int, ...]:
+        """The milestones in iterations, deduplicated: (0.5, 0.75) of 64000 -> (32000, 48000)."""
+        return tuple(dict.fromkeys(round(f * self.iterations) for f in self.milestones))
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_concurrent_trials: int = 0
+    """0: as many trials at once as the resources allow."""
+
+    def __post_init__(self) -> None:
+        gpus = self.gpus_per_worker
+        _at_least("resources", self, {"workers_per_trial": 1, "gpus_per_worker": 0, "max_concurrent_trials": 0})
+        _require(self.cpus_per_worker > 0, f"resources.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        _require(gpus <= 1 or gpus.is_integer(), f"resources.gpus_per_worker={gpus}: fractional GPUs only below "
+                                                 "one; use a value in [0, 1] or a whole number")
+
+
+@dataclass(frozen=True)
+class MlflowSpec:
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """One tuned unit: an architecture and, for residual nets, a shortcut option."""
+
+    arch: str
+    shortcut: str | None
+    depth: int
+    residual: bool
+
+    @property
+    def key(self) -> str:
+        """``resnet20-A``, ``resnet56-B``; plain nets have no shortcut: ``plain20``."""
+        return self.arch if self.shortcut is None else f"{self.arch}-{self.shortcut}"
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str = field(metadata={"hint": "name the study (letters, digits, '-', '_', '.')"})
+    dataset: DatasetSpec
+    groups: GroupsSpec
+    search: SearchSpec
+    train: TrainSpec
+    resources: ResourcesSpec
+    mlflow: MlflowSpec
+    storage: str | None = None
+    """Where Ray Tune keeps trial results: a local path (made absolute) or a URI such as s3://bucket/dir."""
+
+    def __post_init__(self) -> None:
+        _require(_NAME.fullmatch(self.name) and self.name not in (".", ".."),
+                 f"name={self.name!r} is not usable as a directory or experiment name: use letters, digits, "
+                 "'-', '_' and '.' only")
+        batch, workers = self.train.batch_size, self.resources.workers_per_trial
+        _require(batch % workers == 0, f"train.batch_size={batch} is not divisible by resources.workers_per_trial="
+                                       f"{workers}: each worker takes an equal share of the batch")
+        evals = math.ceil(self.train.iterations / min(self.train.eval_every, self.train.iterations))
+        _require(self.search.early_stopping == "none" or self.search.grace_evals <= evals,
+                 f"search.grace_evals={self.search.grace_evals} exceeds the {evals} evaluations of a trial "
+                 "(train.iterations / train.eval_every): lower it")
+        for group in self.study_groups():
+            try:
+                self.train_config(group, lr=self.search.lr.low, weight_decay=self.search.weight_decay.low,
+                                  seed=self.train.seed)
+            except ConfigError as error:
+                raise SpecError(_train_message(str(error))) from None
+
+    def study_groups(self) -> list[Group]:
+        """archs x shortcuts in spec order; a plain net gives one group whatever the shortcuts."""
+        groups: list[Group] = []
+        for arch in self.groups.archs:
+            info = model_info(arch)
+            for option in self.groups.shortcuts if info.residual else (None,):
+                group = Group(arch, option, int(info.depth or 0), info.residual)
+                if group not in groups:
+                    groups.append(group)
+        return groups
+
+    def train_config(self, group: Group, *, lr: float, weight_decay: float, seed: int,
+                     val_split: int | None = None) -> TrainConfig:
+        """The run of one trial; ``val_split=0`` retrains on the full training set."""
+        data, train = self.dataset, self.train
+        eval_every = min(train.eval_every, train.iterations)
+        return TrainConfig(
+            arch=group.arch, shortcut=group.shortcut, data=data.path, dataset=data.name, download=data.download,
+            cache_dir=data.cache_dir, val_split=data.val_split if val_split is None else val_split,
+            normalization=train.normalization, batch_size=train.batch_size, lr=float(lr), momentum=train.momentum,
+            weight_decay=float(weight_decay), iterations=train.iterations, milestones=train.milestone_iterations(),
+            seed=int(seed), device=train.device, eval_every=eval_every, checkpoint_every=eval_every, bf16=train.bf16,
+        )
+
+    def tracking_uri(self, cwd: Path) -> str:
+        """The MLflow URI; default ``sqlite:///<cwd>/mlflow.db``. Relative sqlite paths are made absolute."""
+        uri = self.mlflow.tracking_uri or "sqlite:///mlflow.db"
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and uri[len(prefix):] != ":memory:":
+            return prefix + str((Path(cwd) / uri[len(prefix):]).resolve())
+        return uri
+
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    def storage_path(self, cwd: Path) -> str:
+        """Ray Tune's storage: default ``<cwd>/ray_results``; local paths made absolute, URIs kept."""
+        storage = self.storage or "ray_results"
+        if "://" in storage:
+            return storage
+        return str((Path(cwd) / Path(storage).expanduser()).resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-able values (lists, not tuples); ``spec_from_dict(spec.to_dict()) == spec``."""
+        return _plain(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def default_spec_path() -> Path:
+    """The paper's CIFAR-10 depth study, ``study/specs/cifar10_depth.yaml``."""
+    return Path(__file__).parent / "specs" / "cifar10_depth.yaml"
+
+
+def load_spec(path: str | Path | None = None, overrides: Sequence[str] = ()) -> StudySpec:
+    """Read a YAML spec, apply ``key.path=value`` overrides in order, validate, return the spec."""
+    file = default_spec_path() if path is None else Path(path)
+    data = _read_yaml(file)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(data, keys, value, text)
+    return spec_from_dict(data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"search.trials_per_group=4"`` -> ``(["search", "trials_per_group"], 4)``; the value is YAML."""
+    key, sep, raw = text.partition("=")
+    keys = [part.strip() for part in key.split(".")]
+    _require(sep and all(keys), f"override {text!r} must look like key.path=value, e.g. search.trials_per_group=4")
+    try:
+        return keys, yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise SpecError(f"override {key.strip()}: value {raw!r} is not valid YAML: {_one_line(error)}") from None
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
+    """Build and validate a spec from untyped input; unknown keys fail with the list of valid ones."""
+    return _build(StudySpec, data, "")
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"spec file {file} not found: pass an existing YAML file (see study/specs/)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"spec file {file} cannot be read: {_one_line(error)}") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"spec file {file} is not valid YAML: {_one_line(error)}") from None
+    _require(isinstance(data, dict), f"spec file {file}: the top level must be a mapping (name, dataset, groups, "
+                                     f"...), got {type(data).__name__}")
+    return data
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        _require(isinstance(child, dict), f"override {text!r}: {'.'.join(keys[:depth + 1])} is not a mapping, "
+                                          f"so it has no key {keys[depth + 1]}")
+        node = child
+    node[keys[-1]] = value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _build(cls: type[T], data: Any, path: str) -> T:
+    """Construct dataclass ``cls`` from a mapping: unknown keys, missing keys and types checked per key path."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    where = f"under {path}" if path else "at the top level"
+    _require(isinstance(data, Mapping), f"{path or 'the spec'} must be a mapping with keys {', '.join(names)}, "
+                                        f"got {data!r}")
+    unknown = [str(key) for key in data if key not in names]
+    _require(not unknown, f"unknown key {_join(path, unknown[0] if unknown else '')}: valid keys {where} are "
+                          f"{', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = _join(path, f.name)
+        if f.name in data:
+            values[f.name] = _convert(data[f.name], hints[f.name], key)
+        elif dataclasses.is_dataclass(hints[f.name]) and f.default is dataclasses.MISSING:
+            values[f.name] = _build(hints[f.name], {}, key)  # an omitted section takes its defaults
+        elif f.default is dataclasses.MISSING:
+            raise SpecError(f"{key} is required: {f.metadata.get('hint', 'give a value')}")
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against the type ``hint``: ints pass as floats, lists become tuples, bools are not ints."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(value, next(arm for arm in args if arm is not type(None)), path)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, {} if value is None else value, path)
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), f"{path} must be a list, got {value!r}")
+        return tuple(_convert(item, args[0], f"{path}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        _require(isinstance(value, Mapping), f"{path} must be a mapping, got {value!r}")
+        return {str(key): _convert(item, args[1], _join(path, str(key))) for key, item in value.items()}
+    if hint is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{path} must be a number, "
+                                                                                   f"got {value!r}")
+        _require(math.isfinite(value), f"{path} must be a finite number, got {value!r}")
+        return float(value)
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), f"{path} must be an integer, got {value!r}")
+        return value
+    names = {bool: "true or false", str: "a string"}
+    _require(isinstance(value, hint), f"{path} must be {names.get(hint, hint.__name__)}, got {value!r}")
+    return value
+
+
+def _train_message(message: str) -> str:
+    """Prefix a TrainConfig error with the spec key it comes from: ``unknown device ..`` -> ``train.device: ..``."""
+    hits = [(m.start(), name) for name in TrainConfig.field_names()
+            if (m := re.search(rf"\b{name}\b", message)) is not None]
+    if not hits:
+        return f"train: {message}"
+    name = min(hits)[1]
+    return f"{_CONFIG_SOURCES.get(name, f'train.{name}')}: {message}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+__all__ = ["DatasetSpec", "Group", "GroupsSpec", "LogUniform", "MlflowSpec", "ResourcesSpec", "SearchSpec",
+           "SpecError", "StudySpec", "TrainSpec", "default_spec_path", "load_spec", "parse_override", "spec_from_dict"]

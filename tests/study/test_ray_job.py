@@ -1,0 +1,62 @@
+"""The same study runs as a Ray job on a `ray start --head` cluster over loopback, torn down after."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import RAY, REPO, smoke_args, study_env
+from mlflow.tracking import MlflowClient
+
+TINY = ("--set", "groups.archs=[resnet20]", "--set", "search.trials_per_group=2", "--set", "search.initial_points=[]",
+        "--set", "train.iterations=100", "--set", "train.final_seeds=0")
+
+
+def _trial_runs(db: Path, study: str) -> list:
+    if not db.exists():
+        return []
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("resnet.role") != "study"]
+
+
+def _ray_stop() -> None:
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=study_env())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path: Path) -> None:
+    port, dashboard = _free_port(), _free_port()
+    env = study_env()
+    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2"],
+                           capture_output=True, text=True, timeout=180, env=env)
+    try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        entrypoint = [sys.executable, "study/run.py", *smoke_args(cifar_subset, *TINY, "--set", "name=job",
+                      "--set", "search.trials_per_group=1", "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                      "--set", f"storage={tmp_path}/ray_results")]
+        address = f"--address=http://127.0.0.1:{dashboard}"
+        # Token authentication is on (Ray's default): a client without the token is refused ...
+        refused = subprocess.run([RAY, "job", "list", address], capture_output=True, text=True, timeout=120, env=env)
+        assert refused.returncode != 0 and "authentication" in (refused.stdout + refused.stderr).lower()
+        # ... and one that sends the token `ray start` wrote to ~/.ray/auth_token is served.
+        submit = subprocess.run([RAY, "job", "submit", address, "--working-dir", str(REPO), "--", *entrypoint],
+                                capture_output=True, text=True, timeout=900, env={**env, "RAY_AUTH_MODE": "token"},
+                                cwd=REPO)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "Study job finished" in submit.stdout
+        assert "succeeded" in submit.stdout
+        runs = _trial_runs(tmp_path / "mlflow.db", "job")
+        assert len(runs) == 1 and runs[0].data.tags["status"] in ("completed", "stopped early")
+    finally:
+        _ray_stop()

@@ -1,0 +1,141 @@
+"""The smoke study end to end on real CIFAR-10 images: Ray Tune + Optuna per group, TorchTrainer workers
+(two per trial), early stopping, final retraining, the report, and everything MLflow should hold -- run
+the hard way: the driver is killed after its first finished trial and the same command continues it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RAY, RUN, run_study, smoke_args, study_env
+from mlflow.tracking import MlflowClient
+
+GROUPS = {"resnet20-A", "plain20"}
+TRIALS_PER_GROUP = 3
+ITERATIONS = 150
+
+
+def _finished_trial_runs(db: Path) -> dict[str, int]:
+    """run id -> end time (ms) of the trial runs that carry a final status, read while the study runs."""
+    if not db.exists():
+        return {}
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("smoke")
+    if experiment is None:
+        return {}
+    return {r.info.run_id: r.info.end_time for r in client.search_runs([experiment.experiment_id])
+            if "status" in r.data.tags}
+
+
+@pytest.fixture(scope="module")
+def smoke(cifar_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, int], float]:
+    """Start the study, SIGKILL its driver (and the local Ray it started) once a trial has finished and the
+    experiment state has been saved, then run the same command to the end."""
+    folder = tmp_path_factory.mktemp("smoke")
+    with (folder / "killed.log").open("w") as log:
+        driver = subprocess.Popen([sys.executable, str(RUN), *smoke_args(cifar_subset)], cwd=folder,
+                                  env=study_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and driver.poll() is None and not _finished_trial_runs(
+                    folder / "mlflow.db"):
+                time.sleep(2)
+            time.sleep(15)  # Tune saves its experiment state at least every 10 s
+            assert driver.poll() is None, (folder / "killed.log").read_text()[-3000:]
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=study_env())
+    finished_before = _finished_trial_runs(folder / "mlflow.db")
+    killed_at = time.time() * 1000
+    result = run_study(*smoke_args(cifar_subset), cwd=folder)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder, result.stdout, finished_before, killed_at
+
+
+def _runs(folder: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id], max_results=200)
+
+
+def test_report_is_printed_per_group(smoke) -> None:
+    _, stdout, _, _ = smoke
+    assert "Study smoke finished" in stdout
+    for group in GROUPS:
+        assert f"| {group} |" in stdout
+
+
+def test_mlflow_holds_the_study_and_its_trials(smoke) -> None:
+    folder = smoke[0]
+    client, runs = _runs(folder)
+    parents = [r for r in runs if r.data.tags.get("resnet.role") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"spec.yaml", "report"} <= artifacts
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.json", "report/error_vs_depth.png"} <= report
+
+    trials = [r for r in runs if r.data.tags.get("resnet.role") != "study"]
+    search = [r for r in trials if r.data.tags.get("resnet.phase") == "search"]
+    final = [r for r in trials if r.data.tags.get("resnet.phase") == "final"]
+    assert len(search) == len(GROUPS) * TRIALS_PER_GROUP and len(final) == len(GROUPS)
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        params = run.data.params
+        assert {"arch", "depth", "shortcut", "residual", "lr", "weight_decay", "seed"} <= set(params)
+        assert params["group"] in GROUPS and params["depth"] == "20"
+        assert params["residual"] == str(params["arch"].startswith("resnet"))
+        assert run.data.tags["status"] in ("completed", "stopped early")
+        curves = ("train_error", "val_error", "test_error", "lr") if run in search else ("train_error", "test_error", "lr")
+        for curve in curves:
+            history = client.get_metric_history(run.info.run_id, curve)
+            steps = [m.step for m in history]
+            assert steps and steps == sorted(set(steps)), (run.info.run_name, curve, steps)  # no duplicates
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"metrics.csv", "curves.png"} <= files
+    for run in final:
+        assert run.data.tags["status"] == "completed" and run.data.metrics["final_test_error"] < 90
+        assert run.data.tags.get("resnet.model_logged") == "true"
+
+
+def test_clearly_bad_learning_rate_is_stopped_early(smoke) -> None:
+    folder = smoke[0]
+    client, runs = _runs(folder)
+    bad = [r for r in runs if r.data.params.get("lr") == "5.0" and r.data.tags.get("resnet.phase") == "search"]
+    assert len(bad) == len(GROUPS)  # the spec's initial point, tried in every group
+    for run in bad:
+        assert run.data.tags["status"] == "stopped early"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_error")]
+        assert max(steps) < ITERATIONS
+        text = client.download_artifacts(run.info.run_id, "metrics.csv", str(folder / run.info.run_id))
+        rows = list(csv.DictReader(io.StringIO(Path(text).read_text())))
+        assert [int(float(row["iteration"])) for row in rows] == steps
+
+
+def test_trials_finished_before_the_kill_were_not_run_again(smoke) -> None:
+    folder, _, finished_before, killed_at = smoke
+    assert finished_before, "no trial had finished when the driver was killed"
+    client, runs = _runs(folder)
+    for run in runs:
+        if run.info.run_id in finished_before:
+            history = client.get_metric_history(run.info.run_id, "val_error")
+            assert all(m.timestamp <= killed_at for m in history), run.info.run_name
+
+
+def test_rerunning_a_finished_study_adds_nothing(smoke, cifar_subset: Path) -> None:
+    folder = smoke[0]
+    _, before = _runs(folder)
+    again = run_study(*smoke_args(cifar_subset), cwd=folder)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _, after = _runs(folder)
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)

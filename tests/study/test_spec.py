@@ -1,0 +1,264 @@
+"""The study spec: both shipped YAML files, groups, TrainConfig mapping, overrides, one-line validation errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+import study.spec as spec_module
+from resnet_core import ResnetCoreError
+from study.spec import Group, SpecError, StudySpec, load_spec, parse_override, spec_from_dict
+
+SPECS = Path(spec_module.__file__).parent / "specs"
+SMOKE = SPECS / "smoke.yaml"
+PAPER = SPECS / "cifar10_depth.yaml"
+
+
+def _error(*overrides: str, path: Path = SMOKE) -> str:
+    with pytest.raises(SpecError) as error:
+        load_spec(path, overrides)
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ------------------------------------------------------------------------------------------- shipped specs
+def test_paper_spec_is_the_default_and_matches_sec_4_2() -> None:
+    spec = load_spec()
+    assert spec == load_spec(PAPER)
+    assert spec.name == "cifar10_depth" and spec.dataset.val_split == 5000
+    assert (spec.train.iterations, spec.train.batch_size, spec.train.milestones) == (64_000, 128, (0.5, 0.75))
+    assert (spec.train.eval_every, spec.train.final_seeds, spec.search.trials_per_group) == (2000, 3, 8)
+    assert (spec.search.lr.low, spec.search.lr.high) == (0.01, 0.5)
+    assert (spec.search.weight_decay.low, spec.search.weight_decay.high) == (1e-5, 1e-3)
+    resources = spec.resources
+    assert (resources.workers_per_trial, resources.cpus_per_worker, resources.gpus_per_worker) == (1, 1.0, 0.25)
+
+
+def test_paper_spec_groups_are_five_resnets_times_two_shortcuts_plus_five_plain_nets() -> None:
+    groups = load_spec(PAPER).study_groups()
+    depths = (20, 32, 44, 56, 110)
+    expected = [f"resnet{d}-{s}" for d in depths for s in "AB"] + [f"plain{d}" for d in depths]
+    assert [group.key for group in groups] == expected
+    assert len(groups) == 15
+    assert Group("resnet110", "B", 110, True) in groups
+    plain = [group for group in groups if not group.residual]
+    assert [(g.shortcut, g.depth) for g in plain] == [(None, d) for d in depths]
+
+
+def test_plain_nets_and_repeated_names_give_one_group_each() -> None:
+    spec = load_spec(SMOKE, ["groups.archs=[plain20, resnet20, plain20]", "groups.shortcuts=[B, A, B]"])
+    assert [group.key for group in spec.study_groups()] == ["plain20", "resnet20-B", "resnet20-A"]
+
+
+def test_smoke_spec_is_tiny_and_cpu_only() -> None:
+    spec = load_spec(SMOKE)
+    assert [group.key for group in spec.study_groups()] == ["resnet20-A", "plain20"]
+    assert spec.search.initial_points == ({"lr": 5.0, "weight_decay": 1e-4},)
+    assert (spec.search.lr.low, spec.search.lr.high) == (0.01, 8.0)
+    assert (spec.train.iterations, spec.train.batch_size, spec.train.eval_every) == (150, 64, 50)
+    assert (spec.search.grace_evals, spec.search.reduction_factor, spec.train.final_seeds) == (2, 2, 1)
+    assert spec.train.device == "cpu" and spec.resources.gpus_per_worker == 0.0
+    assert spec.resources.workers_per_trial * spec.resources.cpus_per_worker == pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------------------------------- train_config
+def test_train_config_maps_fractions_to_iterations() -> None:
+    spec = load_spec(PAPER)
+    resnet, plain = spec.study_groups()[1], spec.study_groups()[-1]
+    config = spec.train_config(resnet, lr=0.2, weight_decay=3e-4, seed=7)
+    assert config.milestones == (32_000, 48_000) and config.iterations == 64_000
+    assert (config.arch, config.shortcut, config.lr, config.weight_decay, config.seed) == ("resnet20", "B", 0.2, 3e-4, 7)
+    assert (config.val_split, config.batch_size, config.momentum) == (5000, 128, 0.9)
+    assert config.eval_every == config.checkpoint_every == 2000
+    assert spec.train_config(plain, lr=0.1, weight_decay=1e-4, seed=0).shortcut is None
+
+
+def test_train_config_val_split_override_retrains_on_the_full_set() -> None:
+    spec = load_spec(SMOKE)
+    group = spec.study_groups()[0]
+    assert spec.train_config(group, lr=0.1, weight_decay=1e-4, seed=1, val_split=0).val_split == 0
+    assert spec.train_config(group, lr=0.1, weight_decay=1e-4, seed=1).val_split == 5000
+
+
+def test_milestones_are_rounded_and_deduplicated_and_eval_every_is_capped() -> None:
+    spec = load_spec(SMOKE, ["train.iterations=10", "train.milestones=[0.5, 0.52]", "train.eval_every=50",
+                             "search.grace_evals=1"])
+    config = spec.train_config(spec.study_groups()[0], lr=0.1, weight_decay=1e-4, seed=0)
+    assert config.milestones == (5,)
+    assert config.eval_every == config.checkpoint_every == 10
+
+
+# ------------------------------------------------------------------------------------------- overrides
+def test_parse_override_reads_yaml_values() -> None:
+    assert parse_override("search.trials_per_group=4") == (["search", "trials_per_group"], 4)
+    assert parse_override("dataset.path=/tmp/a=b") == (["dataset", "path"], "/tmp/a=b")
+    assert parse_override("train.milestones=[0.4, 0.8]") == (["train", "milestones"], [0.4, 0.8])
+    assert parse_override("storage=") == (["storage"], None)
+
+
+@pytest.mark.parametrize("text", ["search.trials_per_group", "=4", "search..lr=1"])
+def test_parse_override_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(SpecError, match="key.path=value"):
+        parse_override(text)
+
+
+def test_overrides_apply_nested_and_create_missing_sections() -> None:
+    spec = load_spec(SMOKE, [
+        "search.trials_per_group=5", "search.lr={low: 0.05, high: 6.0}", "search.weight_decay.low=1e-6",
+        "train.milestones=[0.4, 0.8]", "mlflow.experiment=renamed", "storage=s3://bucket/runs",
+        "dataset.path=/somewhere/cifar", "search.initial_points=[]",
+    ])
+    assert spec.search.trials_per_group == 5
+    assert (spec.search.lr.low, spec.search.lr.high) == (0.05, 6.0)
+    assert spec.search.weight_decay.low == 1e-6  # YAML 1.1 reads 1e-6 as a string; accepted as a number
+    assert spec.train.milestones == (0.4, 0.8) and spec.search.initial_points == ()
+    assert spec.experiment_name() == "renamed" and spec.storage == "s3://bucket/runs"
+    assert spec.dataset.path == "/somewhere/cifar"
+    assert spec.train_config(spec.study_groups()[0], lr=0.1, weight_decay=1e-4, seed=0).milestones == (60, 120)
+
+
+def test_override_of_an_unknown_key_fails_like_one_in_the_file(tmp_path: Path) -> None:
+    message = _error("search.learning_rate=0.1")
+    assert message.startswith("unknown key search.learning_rate") and "trials_per_group" in message
+    file = tmp_path / "bad.yaml"
+    file.write_text(SMOKE.read_text() + "\nextra: 1\n")
+    assert _error(path=file).startswith("unknown key extra: valid keys at the top level are name, dataset")
+    assert "not a mapping" in _error("name.first=1")
+
+
+# ------------------------------------------------------------------------------------------- validation
+BAD_INPUTS = [
+    (["trainer.iterations=5"], "unknown key trainer"),
+    (["train.foo.bar=1"], "unknown key train.foo"),
+    (["search.trials_per_group=three"], "search.trials_per_group must be an integer"),
+    (["train.iterations=true"], "train.iterations must be an integer"),
+    (["train.bf16=1"], "train.bf16 must be true or false"),
+    (["search.lr=0.1"], "search.lr must be a mapping"),
+    (["search.lr.high=.nan"], "search.lr.high must be a finite number"),
+    (["groups.archs=[]"], "groups.archs is empty"),
+    (["groups.archs=[resnet20, resnet21]"], "groups.archs[1]: unknown architecture 'resnet21': use one of resnet20"),
+    (["groups.archs=[cifar_resnet]"], "groups.archs[0]: cifar_resnet has no fixed depth"),
+    (["groups.shortcuts=[A, D]"], "groups.shortcuts[1]: unknown shortcut option 'D'"),
+    (["search.lr.low=0"], "search.lr.low must be > 0"),
+    (["search.lr.low=9.0"], "search.lr.low=9.0 >= search.lr.high=8.0: empty or inverted range"),
+    (["search.weight_decay.high=1.0e-5"], "search.weight_decay.low=1e-05 >= search.weight_decay.high"),
+    (["search.trials_per_group=0"], "search.trials_per_group must be >= 1"),
+    (["search.sampler=grid"], "search.sampler='grid' is unknown: use one of tpe, random"),
+    (["search.early_stopping=median"], "search.early_stopping='median' is unknown: use one of asha, none"),
+    (["search.grace_evals=0"], "search.grace_evals must be >= 1"),
+    (["search.grace_evals=7"], "search.grace_evals=7 exceeds the 3 evaluations"),
+    (["search.reduction_factor=1"], "search.reduction_factor must be >= 2"),
+    (["search.initial_points=[{lr: 0.1, momentum: 0.9}]"], "unknown key search.initial_points[0].momentum"),
+    (["search.initial_points=[{lr: 0.1}]"], "search.initial_points[0].weight_decay is required"),
+    (["search.initial_points=[{lr: 9.0, weight_decay: 1.0e-4}]"], "search.initial_points[0].lr=9.0 is outside"),
+    (["search.trials_per_group=1", "search.initial_points=[{lr: 1, weight_decay: 1.0e-4}, "
+      "{lr: 2, weight_decay: 1.0e-4}]"], "search.initial_points has 2 points but search.trials_per_group is 1"),
+    (["train.milestones=[0.5, 1.0]"], "train.milestones[1]=1.0 is not a fraction in (0, 1)"),
+    (["train.milestones=[0.75, 0.5]"], "train.milestones must be increasing"),
+    (["train.milestones=[0.001]"], "train.milestones=[0.001] round to iteration 0"),
+    (["train.iterations=0"], "train.iterations must be >= 1"),
+    (["train.eval_every=0"], "train.eval_every must be >= 1"),
+    (["train.final_seeds=-1"], "train.final_seeds must be >= 0"),
+    (["train.batch_size=63"], "train.batch_size=63 is not divisible by resources.workers_per_trial=2"),
+    (["resources.workers_per_trial=0"], "resources.workers_per_trial must be >= 1"),
+    (["resources.cpus_per_worker=0"], "resources.cpus_per_worker must be > 0"),
+    (["resources.gpus_per_worker=-0.5"], "resources.gpus_per_worker must be >= 0"),
+    (["resources.gpus_per_worker=1.5"], "resources.gpus_per_worker=1.5: fractional GPUs only below one"),
+    (["resources.max_concurrent_trials=-1"], "resources.max_concurrent_trials must be >= 0"),
+    (["dataset.val_split=0"], "dataset.val_split=0 must be >= 1"),
+    (["dataset.name=mnist"], "dataset.name='mnist' is unknown: use one of cifar10, cifar100"),
+    (["name=my study"], "name='my study' is not usable as a directory"),
+    (["name=../up"], "name='../up' is not usable"),
+    (["name=.."], "name='..' is not usable"),
+    (["train.device=tpu"], "train.device: unknown device 'tpu'"),
+    (["train.momentum=1.0"], "train.momentum: momentum must be in [0, 1)"),
+    (["train.normalization=zca"], "train.normalization: unknown normalization 'zca'"),
+    (["train.seed=-1"], "train.seed: seed must be >= 0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[case[1][:40] for case in BAD_INPUTS])
+def test_bad_input_fails_before_anything_starts_with_one_line(overrides: list[str], message: str) -> None:
+    got = _error(*overrides)
+    assert got.startswith(message) or message in got, got
+
+
+def test_integer_gpu_counts_above_one_and_ints_for_floats_are_fine() -> None:
+    spec = load_spec(SMOKE, ["resources.gpus_per_worker=2", "resources.cpus_per_worker=1"])
+    assert spec.resources.gpus_per_worker == 2.0 and isinstance(spec.resources.cpus_per_worker, float)
+
+
+def test_missing_name_and_missing_groups_are_named() -> None:
+    with pytest.raises(SpecError, match=r"^name is required"):
+        spec_from_dict({"groups": {"archs": ["resnet20"]}})
+    with pytest.raises(SpecError, match=r"^groups.archs is required"):
+        spec_from_dict({"name": "x"})
+
+
+def test_non_cifar_architecture_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = spec_module.model_info
+
+    def fake_model_info(name: str):  # an ImageNet model, as the registry may gain one
+        if name == "resnet50":
+            return dataclasses.replace(real("resnet20"), name="resnet50", family="imagenet")
+        return real(name)
+
+    monkeypatch.setattr(spec_module, "model_info", fake_model_info)
+    message = _error("groups.archs=[resnet20, resnet50]")
+    assert message.startswith("groups.archs[1]: resnet50 is a imagenet model, not a CIFAR one")
+
+
+def test_spec_error_is_a_resnet_core_error() -> None:
+    assert issubclass(SpecError, ResnetCoreError)
+
+
+# ------------------------------------------------------------------------------------------- files
+def test_file_problems_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    assert f"spec file {missing} not found" in _error(path=missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    assert f"spec file {broken} is not valid YAML" in _error(path=broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- name\n")
+    assert f"spec file {listing}: the top level must be a mapping" in _error(path=listing)
+    assert "got NoneType" in _error(path=_write(tmp_path / "empty.yaml", ""))
+
+
+def _write(file: Path, text: str) -> Path:
+    file.write_text(text)
+    return file
+
+
+# ------------------------------------------------------------------------------------------- defaults
+def test_tracking_experiment_and_storage_defaults(tmp_path: Path) -> None:
+    spec = load_spec(SMOKE)
+    root = tmp_path.resolve()
+    assert spec.tracking_uri(tmp_path) == f"sqlite:///{root / 'mlflow.db'}"
+    assert spec.experiment_name() == "smoke"
+    assert spec.storage_path(tmp_path) == str(root / "ray_results")
+
+
+def test_tracking_and_storage_paths_are_made_absolute_and_uris_kept(tmp_path: Path) -> None:
+    root = tmp_path.resolve()
+    relative = load_spec(SMOKE, ["mlflow.tracking_uri=sqlite:///runs/m.db", "storage=results/ray"])
+    assert relative.tracking_uri(tmp_path) == f"sqlite:///{root / 'runs' / 'm.db'}"
+    assert relative.storage_path(tmp_path) == str(root / "results" / "ray")
+    remote = load_spec(SMOKE, ["mlflow.tracking_uri=http://mlflow:5000", "storage=s3://bucket/ray"])
+    assert remote.tracking_uri(tmp_path) == "http://mlflow:5000"
+    assert remote.storage_path(tmp_path) == "s3://bucket/ray"
+    absolute = load_spec(SMOKE, [f"storage={root / 'elsewhere'}"])
+    assert absolute.storage_path(Path("ignored")) == str(root / "elsewhere")
+
+
+def test_to_dict_is_plain_yaml_and_round_trips() -> None:
+    spec = load_spec(PAPER)
+    data = spec.to_dict()
+    assert data["groups"]["shortcuts"] == ["A", "B"] and data["train"]["milestones"] == [0.5, 0.75]
+    assert data["search"]["lr"] == {"low": 0.01, "high": 0.5}
+    reloaded = spec_from_dict(yaml.safe_load(yaml.safe_dump(data)))
+    assert isinstance(reloaded, StudySpec) and reloaded == spec
