@@ -39,7 +39,8 @@ class StudyTracker:
         self.tracking_uri = tracking_uri
         self.study = study
         existing = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = existing.experiment_id if existing else self.client.create_experiment(experiment)
+        self.experiment_id = existing.experiment_id if existing else self.client.create_experiment(
+            experiment, artifact_location=artifact_location(tracking_uri))
         self.parent_run_id = self._find_or_create(
             {"resnet.study": study, "resnet.role": "study"}, run_name=study, tags={}
         )
@@ -138,6 +139,15 @@ class StudyTracker:
 
     def close(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status)
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a local SQLite store go next to the database file, not under the driver's working
+    directory (which under ``ray job submit`` is a temporary copy); servers choose their own."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix):
+        return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
+    return None
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:

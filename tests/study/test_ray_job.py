@@ -58,5 +58,9 @@ def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path:
         assert "succeeded" in submit.stdout
         runs = _trial_runs(tmp_path / "mlflow.db", "job")
         assert len(runs) == 1 and runs[0].data.tags["status"] in ("completed", "stopped early")
+        # Artifacts live next to the database, not in the job's temporary working directory.
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        assert {"metrics.csv", "curves.png"} <= {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+        assert any((tmp_path / "mlruns").rglob("metrics.csv"))
     finally:
         _ray_stop()
