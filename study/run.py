@@ -21,7 +21,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
-from typing import TYPE_CHECKING, NoReturn  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
@@ -31,13 +31,10 @@ LOCAL = "a local Ray"
 log = logging.getLogger("study")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=PROG, description="Tune lr and weight decay per depth and shortcut option "
+    from resnet_core.engine.cli import OneLineParser
+
+    parser = OneLineParser(prog=PROG, description="Tune lr and weight decay per depth and shortcut option "
                             "(He et al. 2015, Sec. 4.2) with Ray Tune + Optuna; track in MLflow.")
     parser.add_argument("--spec", help="study spec YAML (default: study/specs/cifar10_depth.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -126,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              spec.experiment_name(), storage)
     started = time.perf_counter()
     try:
-        results, table = run_study(spec, tracker, storage, data.num_classes)
+        results, table = run_study(spec, tracker, storage, data.num_classes, data.train_images.shape[-1])
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to continue the study", file=sys.stderr)
         return 130

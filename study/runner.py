@@ -132,7 +132,7 @@ class Choice:
     stopped_early: int
 
 
-def choose(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker) -> list[Choice]:
+def choose(spec: StudySpec, grid: tune.ResultGrid) -> list[Choice]:
     """Per group, the trial with the lowest final validation error (full-budget trials first)."""
     reports = math.ceil(spec.train.iterations / min(spec.train.eval_every, spec.train.iterations))
     by_group: dict[str, list[Any]] = {}
@@ -154,7 +154,8 @@ def choose(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker) -> lis
     return choices
 
 
-def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, storage: str) -> tune.ResultGrid | None:
+def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, storage: str,
+              image_size: int) -> tune.ResultGrid | None:
     if spec.train.final_seeds == 0 or not choices:
         return None
     runs = [{"group": c.group.key, "lr": c.lr, "weight_decay": c.weight_decay, "seed": spec.train.seed + s,
@@ -170,12 +171,11 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
         )
 
     grid = _tuner(spec, f"{storage}/final", trainable, make).fit()
-    _log_best_models(spec, grid, tracker, callback)
+    _log_best_models(spec, grid, tracker, image_size)
     return grid
 
 
-def _log_best_models(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker,
-                     callback: MlflowTrialCallback) -> None:
+def _log_best_models(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker, image_size: int) -> None:
     """Each group's first-seed final model, logged as an MLflow PyTorch model on that run."""
     for result in grid:
         final = (result.config or {}).get("final", {})
@@ -189,8 +189,7 @@ def _log_best_models(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTrack
         group = {g.key: g for g in spec.study_groups()}[final["group"]]
         model = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
         model.load_state_dict(state["model"])
-        size = int(state["config"].get("image_size", 32)) if "image_size" in state["config"] else 32
-        example = torch.zeros(1, 3, size, size).numpy()  # a normalised CIFAR-sized input
+        example = torch.zeros(1, 3, image_size, image_size).numpy()  # a normalised input of the data's size
         tracker.log_model(run_id, model.eval(), name="model", input_example=example)
 
 
@@ -213,12 +212,13 @@ def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | N
     return results
 
 
-def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int) -> tuple[list[GroupResult], str]:
+def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int,
+              image_size: int) -> tuple[list[GroupResult], str]:
     """Both phases and the report; returns the group results and the report's Markdown table."""
     tracker.log_spec(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     grid = run_search(spec, tracker, storage, num_classes)
-    choices = choose(spec, grid, tracker)
-    final = run_final(spec, choices, tracker, storage)
+    choices = choose(spec, grid)
+    final = run_final(spec, choices, tracker, storage, image_size)
     results = summarise(spec, choices, final)
     with tempfile.TemporaryDirectory() as folder:
         write_report(results, Path(folder), spec.name)

@@ -30,7 +30,7 @@ CONFIG_NAME, METRICS_NAME, RESULTS_NAME = "config.json", "metrics.csv", "results
 log = logging.getLogger(PROG)
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line naming the problem (and the help flag), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -39,7 +39,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; options left out keep the config's default (or the resumed run's value)."""
-    parser = _OneLineParser(prog=PROG, description="Train one ResNet / plain net with the paper's recipe "
+    parser = OneLineParser(prog=PROG, description="Train one ResNet / plain net with the paper's recipe "
                             "(He et al. 2015, Sec. 4.2).", argument_default=argparse.SUPPRESS)
     add = parser.add_argument
     add("--arch", help="registered model name, e.g. resnet20 ... resnet1202, plain20 ..., cifar_resnet")
