@@ -169,7 +169,7 @@ class MlflowTrialCallback(Callback):
         self.run_ids: dict[str, str] = {}
         self.last_steps: dict[str, int] = {}
         self.started: dict[str, float] = {}
-        self.first_report_seconds: dict[str, float] = {}
+        self.reported: set[str] = set()  # trials whose first report has been seen
 
     def _run(self, trial: Trial) -> str:
         if trial.trial_id not in self.run_ids:
@@ -187,10 +187,10 @@ class MlflowTrialCallback(Callback):
         if "iteration" not in result:
             return
         run_id = self._run(trial)
-        if trial.trial_id in self.started and trial.trial_id not in self.first_report_seconds:
+        if trial.trial_id in self.started and trial.trial_id not in self.reported:
             # Trial start to first report, less the engine's own training time: what Ray adds per trial.
             elapsed = time.perf_counter() - self.started[trial.trial_id]
-            self.first_report_seconds[trial.trial_id] = elapsed
+            self.reported.add(trial.trial_id)
             overhead = elapsed - float(result.get("seconds", 0.0))
             self.tracker.client.log_metric(run_id, "ray_startup_seconds", overhead)
             log.info("trial %s: first report %.1f s after start, %.1f s of it before training", trial.trial_id,

@@ -55,23 +55,29 @@ def write_cifar10_python(parent: Path, per_batch: int = 2, test: int = 3, str_ke
     """``parent/cifar-10-batches-py/`` with data_batch_1..5, test_batch and batches.meta."""
     folder = parent / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    train_images, train_labels = [], []
-    for batch in range(5):
-        images, labels = pattern_images(batch * per_batch, per_batch), _labels(batch * per_batch, per_batch, 10)
-        _dump(folder / f"data_batch_{batch + 1}",
-              {"batch_label": f"training batch {batch + 1} of 5", "labels": labels.tolist(),
+    batches, (test_images, test_labels), expected = _cifar10_batches(per_batch, test)
+    for batch, (images, labels) in enumerate(batches, start=1):
+        _dump(folder / f"data_batch_{batch}",
+              {"batch_label": f"training batch {batch} of 5", "labels": labels.tolist(),
                "data": images.reshape(per_batch, -1), "filenames": [f"img_{k}.png" for k in range(per_batch)]},
               str_keys)
-        train_images.append(images)
-        train_labels.append(labels)
-    first = 5 * per_batch
-    test_images, test_labels = pattern_images(first, test), _labels(first, test, 10)
     _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": test_labels.tolist(),
                                   "data": test_images.reshape(test, -1), "filenames": ["t.png"] * test}, str_keys)
     _dump(folder / "batches.meta", {"num_cases_per_batch": per_batch, "label_names": list(CIFAR10_CLASSES),
                                     "num_vis": 3072}, str_keys)
-    return Expected(np.concatenate(train_images), np.concatenate(train_labels), test_images, test_labels,
-                    CIFAR10_CLASSES)
+    return expected
+
+
+def _cifar10_batches(per_batch: int, test: int) -> tuple[list[tuple[np.ndarray, np.ndarray]],
+                                                         tuple[np.ndarray, np.ndarray], Expected]:
+    """The five training batches and the test batch of a small CIFAR-10, and what a reader must return."""
+    batches = [(pattern_images(b * per_batch, per_batch), _labels(b * per_batch, per_batch, 10)) for b in range(5)]
+    first = 5 * per_batch
+    test_images, test_labels = pattern_images(first, test), _labels(first, test, 10)
+    expected = Expected(np.concatenate([images for images, _ in batches]),
+                        np.concatenate([labels for _, labels in batches]), test_images, test_labels,
+                        CIFAR10_CLASSES)
+    return batches, (test_images, test_labels), expected
 
 
 def write_cifar100_python(parent: Path, train: int = 6, test: int = 4) -> Expected:
@@ -94,18 +100,12 @@ def write_cifar10_binary(parent: Path, per_batch: int = 2, test: int = 3) -> Exp
     """``parent/cifar-10-batches-bin/`` with data_batch_1..5.bin, test_batch.bin and batches.meta.txt."""
     folder = parent / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
-    train_images, train_labels = [], []
-    for batch in range(5):
-        images, labels = pattern_images(batch * per_batch, per_batch), _labels(batch * per_batch, per_batch, 10)
-        _write_records(folder / f"data_batch_{batch + 1}.bin", [labels], images)
-        train_images.append(images)
-        train_labels.append(labels)
-    first = 5 * per_batch
-    test_images, test_labels = pattern_images(first, test), _labels(first, test, 10)
+    batches, (test_images, test_labels), expected = _cifar10_batches(per_batch, test)
+    for batch, (images, labels) in enumerate(batches, start=1):
+        _write_records(folder / f"data_batch_{batch}.bin", [labels], images)
     _write_records(folder / "test_batch.bin", [test_labels], test_images)
     (folder / "batches.meta.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n\n")
-    return Expected(np.concatenate(train_images), np.concatenate(train_labels), test_images, test_labels,
-                    CIFAR10_CLASSES)
+    return expected
 
 
 def write_cifar100_binary(parent: Path, train: int = 6, test: int = 4) -> Expected:
