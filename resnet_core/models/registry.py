@@ -21,7 +21,12 @@ class ModelInfo:
     """What the registry knows about one model name.
 
     ``options`` are the keyword arguments a caller may override (with their defaults); ``fixed`` are the
-    builder arguments the name itself pins down (e.g. the depth of ``resnet56``).
+    builder arguments the name itself pins down (e.g. the depth of ``resnet56``). The paper's figures:
+    ``paper_error`` is the CIFAR-10 test error (Table 6) for the ``cifar`` family and the ImageNet top-1
+    validation error, 10-crop (Tables 2-3), for the ``imagenet`` family, whose ``paper_top5_error`` is the
+    top-5 error where Table 3 gives it; ``paper_params`` is the count as printed (Table 6); ``paper_flops``
+    is the multiply-adds in units of 10^9 (Table 1). ``input_size`` is the natural image side (32 for
+    CIFAR, 224 for ImageNet crops).
     """
 
     name: str
@@ -32,6 +37,9 @@ class ModelInfo:
     paper_error: float | None = None
     paper_params: str | None = None
     reference: str = ""
+    paper_top5_error: float | None = None
+    paper_flops: float | None = None
+    input_size: int = 32
 
     @property
     def depth(self) -> int | None:
@@ -69,9 +77,9 @@ class ModelRegistry:
         unset = {key: value for key, value in overrides.items() if value is not None}
         pinned = sorted(set(unset) & set(info.fixed))
         if pinned:
+            hint = " (e.g. the cifar_resnet family takes depth=...)" if info.family == "cifar" else ""
             raise ConfigError(
-                f"{name} fixes {', '.join(pinned)}={info.fixed[pinned[0]]!r}; "
-                f"choose another architecture (e.g. the cifar_resnet family takes depth=...)"
+                f"{name} fixes {', '.join(pinned)}={info.fixed[pinned[0]]!r}; choose another architecture{hint}"
             )
         unknown = sorted(set(unset) - set(info.options))
         if unknown:
