@@ -6,8 +6,6 @@ Errors are the paper's CIFAR-10 test errors (Table 6, best of 5 runs except ResN
 
 from __future__ import annotations
 
-from functools import partial
-
 from resnet_core.models.cifar import CifarResNet
 from resnet_core.models.registry import ModelInfo, freeze, register
 
@@ -45,8 +43,9 @@ for _name, _residual in (("cifar_resnet", True), ("cifar_plain", False)):
         ModelInfo(
             name=_name,
             family="cifar",
-            builder=partial(CifarResNet, residual=_residual),
+            builder=CifarResNet,
             options=freeze({"depth": 20, "num_classes": 10, "shortcut": "A"}),
+            fixed=freeze({"residual": _residual}),
             reference=_REFERENCE,
         )
     )

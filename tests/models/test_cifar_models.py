@@ -126,3 +126,4 @@ def test_registry_lists_the_paper_models_with_their_errors() -> None:
         assert f"resnet{depth}" in names and f"plain{depth}" in names
     assert model_info("resnet110").paper_error == 6.43
     assert model_info("plain20").residual is False
+    assert model_info("cifar_plain").residual is False and model_info("cifar_resnet").residual is True
