@@ -51,12 +51,17 @@ def holdout_split(
             f"val_split {val_size} leaves no training images (the training set has {len(labels)}); "
             "use fewer, e.g. 5000 of CIFAR's 50000"
         )
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    val_index, train_index = order[:val_size].sort().values, order[val_size:].sort().values
+    train_index, val_index = holdout_indices(len(labels), val_size, seed)
     return (
         LabelledImages(images[train_index], labels[train_index]),
         LabelledImages(images[val_index], labels[val_index]),
     )
+
+
+def holdout_indices(size: int, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices, each sorted: a fixed random hold-out of ``val_size`` of ``size`` items."""
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values, order[:val_size].sort().values
 
 
 def stream_seed(*parts: int) -> int:

@@ -115,7 +115,7 @@ def save_entry(entry: Path, raw: RawImageSet) -> bool:
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    _drop_older_entries(entry)
+    drop_older_entries(entry, "image cache")
     logger.info("decoded images cached at %s", quote(entry))
     return True
 
@@ -147,10 +147,10 @@ def _sync_folder(folder: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def _drop_older_entries(entry: Path) -> None:
-    """Remove entries of the same source with another fingerprint: that source has changed since."""
+def drop_older_entries(entry: Path, what: str) -> None:
+    """Remove entries (folders) of the same source with another fingerprint: that source has changed since."""
     prefix = entry.name[: -20]
     for other in entry.parent.glob(f"{prefix}*"):
         if other != entry and other.is_dir() and len(other.name) == len(entry.name):
             shutil.rmtree(other, ignore_errors=True)
-            logger.info("removed the outdated image cache %s", quote(other))
+            logger.info("removed the outdated %s %s", what, quote(other))
