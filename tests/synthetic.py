@@ -45,3 +45,25 @@ def write_image_tree(dataset: ImageDataset, root: Path) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
     return root
+
+
+def write_imagenet_tree(dataset: ImageDataset, root: Path, size: int | None = None) -> Path:
+    """Write ``dataset`` as JPEG files in the ImageNet layout root/{train,val}/<wnid>/*.JPEG, with a
+    LOC_synset_mapping.txt naming the classes; ``size`` resizes the images (nearest) first."""
+
+    from PIL import Image
+
+    root = Path(root)
+    wnids = [f"n{index:08d}" for index in range(dataset.num_classes)]
+    for split, images, labels in (("train", dataset.train_images, dataset.train_labels),
+                                  ("val", dataset.test_images, dataset.test_labels)):
+        for index, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / wnids[int(label)]
+            folder.mkdir(parents=True, exist_ok=True)
+            picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+            if size is not None:
+                picture = picture.resize((size, size), Image.NEAREST)
+            picture.save(folder / f"{wnids[int(label)]}_{index}.JPEG", quality=95)
+    mapping = "".join(f"{wnid} {name}, other name\n" for wnid, name in zip(wnids, dataset.classes))
+    (root / "LOC_synset_mapping.txt").write_text(mapping)
+    return root

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME
-from resnet_core.engine.config import NORMALIZATIONS, TrainConfig
+from resnet_core.engine.config import DATASETS, LR_SCHEDULES, NORMALIZATIONS, PRESETS, TrainConfig
+from resnet_core.engine.distributed import joined_from_environment
 from resnet_core.engine.fit import EvalReport, fit
 from resnet_core.errors import ResnetCoreError
 
@@ -40,27 +41,49 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; options left out keep the config's default (or the resumed run's value)."""
     parser = OneLineParser(prog=PROG, description="Train one ResNet / plain net with the paper's recipe "
-                            "(He et al. 2015, Sec. 4.2).", argument_default=argparse.SUPPRESS)
+                            "(He et al. 2015: CIFAR Sec. 4.2, ImageNet Sec. 3.4). Options left out take the "
+                            "recipe of --dataset.", argument_default=argparse.SUPPRESS)
     add = parser.add_argument
-    add("--arch", help="registered model name, e.g. resnet20 ... resnet1202, plain20 ..., cifar_resnet")
+    add("--arch", help="registered model name, e.g. resnet20 ... resnet1202, plain20 ..., cifar_resnet; "
+                       "resnet18 ... resnet152, plain18, plain34 (ImageNet)")
     add("--depth", type=int, help="depth 6n+2 for the cifar_resnet / cifar_plain families")
     add("--shortcut", choices=["A", "B", "C"], type=str.upper, help="shortcut option (paper Table 3)")
+    add("--stride-in", choices=["1x1", "3x3"], help="where a bottleneck downsamples: 1x1 (paper) or 3x3 "
+                                                    "(torchvision v1.5); ImageNet bottleneck nets")
     add("--data", help="official CIFAR archive (python or binary, folder or .tar.gz), a class-folder tree "
                        "train/<class>/*, test/<class>/*, or a .tar.gz of one (default: ./data, downloaded "
                        "there if missing)")
-    add("--dataset", choices=["cifar10", "cifar100"], help="official set to download when --data holds none")
+    add("--dataset", choices=DATASETS, help="cifar10 / cifar100 (default cifar10; the set to download when --data "
+                                            "holds none) or imagenet: --data holds train/<wnid>/ and val/<wnid>/")
     add("--no-download", dest="download", action="store_false", help="never try to download")
     add("--cache-dir", help="where decoded image folders are cached (default: ~/.cache/resnet_core)")
     add("--val-split", type=int, help="training images held out for validation (paper: 5000)")
     add("--normalization", choices=NORMALIZATIONS, help="pixel_mean (paper) or channel mean/std")
     add("--no-augment", dest="augment", action="store_false", help="train without crops and flips")
+    imagenet = parser.add_argument_group("ImageNet input pipeline (--dataset imagenet, paper Sec. 3.4)")
+    imagenet.add_argument("--preset", choices=PRESETS, help="paper (scale [256,480], crop, flip, PCA colour, "
+                          "per-pixel mean; default) or torchvision (random-resized crop, flip, channel mean/std)")
+    imagenet.add_argument("--image-size", type=int, help="crop side (default 224; resize sizes scale with it)")
+    imagenet.add_argument("--eval-crops", type=int, choices=[1, 10],
+                          help="1 = centre crop, 10 = the paper's 10-crop (default: paper preset 10, torchvision 1)")
+    imagenet.add_argument("--workers", type=int, help="DataLoader processes per rank (default: CPUs, at most 8)")
+    imagenet.add_argument("--skip-corrupt", action="store_true",
+                          help="skip and count undecodable images instead of stopping at the first")
+    imagenet.add_argument("--mean-images", type=int, help="training images averaged into the per-pixel mean")
     add("--batch-size", type=int)
     add("--lr", type=float)
     add("--momentum", type=float)
     add("--weight-decay", type=float)
     add("--iterations", type=int)
     add("--milestones", help="comma-separated iterations where lr is divided, e.g. 32000,48000")
-    add("--lr-decay", type=float, help="factor applied at each milestone (paper: 0.1)")
+    add("--lr-decay", type=float, help="factor applied at each milestone or plateau (paper: 0.1)")
+    add("--epochs", type=int, help="train for this many epochs instead of --iterations")
+    add("--milestone-epochs", help="comma-separated epochs where lr is divided, e.g. 30,60 (instead of --milestones)")
+    add("--lr-schedule", choices=LR_SCHEDULES, help="step at milestones (CIFAR) or plateau (ImageNet default)")
+    add("--plateau-patience", type=int, help="evaluations without improvement before lr is divided")
+    add("--plateau-threshold", type=float, help="error points an evaluation must improve by to count")
+    add("--lr-reference-batch", type=int, help="batch size at which --lr applies; other batches scale it "
+                                               "linearly (ImageNet default 256)")
     add("--warmup", dest="warmup", action="store_true", help="force the lr-0.01 warm-up (paper: depth >= 110)")
     add("--no-warmup", dest="warmup", action="store_false", help="never warm up")
     add("--warmup-lr", type=float)
@@ -87,10 +110,12 @@ def write_atomic(path: Path, text: str) -> None:
 class MetricsCsv:
     """Keeps ``metrics.csv`` in step with the evaluations, also across a resume (rows past it are dropped)."""
 
-    def __init__(self, path: Path, with_validation: bool) -> None:
+    def __init__(self, path: Path, with_validation: bool, with_top5: bool = False) -> None:
         self.path = path
         self.columns = ["iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
+        self.columns += ["test_top5_error"] if with_top5 else []
         self.columns += ["val_loss", "val_error"] if with_validation else []
+        self.columns += ["val_top5_error"] if with_validation and with_top5 else []
         self.columns.append("seconds")
 
     def __call__(self, report: EvalReport) -> None:
@@ -127,19 +152,24 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     resume = options.pop("resume", False)
     out_dir = Path(options.pop("out", None) or Path("runs") / options.get("arch", TrainConfig.arch))
     config = resolve_config(options, out_dir, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
-    result = fit(
-        config,
-        out_dir=out_dir,
-        resume_from=out_dir / CHECKPOINT_NAME if resume else None,
-        callbacks=[MetricsCsv(out_dir / METRICS_NAME, with_validation=config.val_split > 0)],
-        progress=progress,
-    )
-    summary = result.summary()
-    write_atomic(out_dir / RESULTS_NAME, json.dumps(summary, indent=2) + "\n")
-    log.info("test error %.2f%% after %d iterations (%.0f s); results in %s", summary["test_error"],
-             summary["iterations"], summary["wall_seconds"], out_dir)
+    with joined_from_environment(config.device) as group:  # torchrun: one process per rank
+        if group.is_main:  # rank 0 writes the run directory; every rank trains
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+        metrics = MetricsCsv(out_dir / METRICS_NAME, with_validation=config.val_split > 0,
+                             with_top5=config.is_imagenet)
+        result = fit(
+            config,
+            out_dir=out_dir,
+            resume_from=out_dir / CHECKPOINT_NAME if resume else None,
+            callbacks=[metrics] if group.is_main else [],
+            progress=progress,
+        )
+        summary = result.summary()
+        if group.is_main:
+            write_atomic(out_dir / RESULTS_NAME, json.dumps(summary, indent=2) + "\n")
+            log.info("test error %.2f%% after %d iterations (%.0f s); results in %s", summary["test_error"],
+                     summary["iterations"], summary["wall_seconds"], out_dir)
     return summary
 
 

@@ -1,9 +1,10 @@
 """The training engine: one function, :func:`fit`, used by the CLI, the tests and distributed workers.
 
-It trains a registered model with the paper's recipe (He et al. 2015, Sec. 4.2: SGD, momentum 0.9,
-weight decay 1e-4, batch 128, step schedule counted in iterations, warm-up for depth >= 110), evaluates
-at intervals, writes atomic checkpoints, resumes exactly, and runs alone or under ``torch.distributed``
-(data sharded by rank, gradients averaged by DDP, metrics summed across ranks).
+It trains a registered model with the paper's recipes -- CIFAR (He et al. 2015, Sec. 4.2: SGD, momentum
+0.9, weight decay 1e-4, batch 128, step schedule counted in iterations, warm-up for depth >= 110) and
+ImageNet (Sec. 3.4: batch 256, lr 0.1 divided by 10 when the error plateaus, top-1 and top-5 error) --,
+evaluates at intervals, writes atomic checkpoints, resumes exactly, and runs alone or under
+``torch.distributed`` (data sharded by rank, gradients averaged by DDP, metrics summed across ranks).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from resnet_core.data.augment import Normalizer
-from resnet_core.data.batches import LabelledImages, TrainBatches, holdout_split
-from resnet_core.data.sources import ImageDataset, load_image_dataset
+from resnet_core.data.imagenet import ImageFolderIndex
+from resnet_core.data.sources import ImageDataset
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from resnet_core.engine.config import RESUMABLE_CHANGES, TrainConfig
 from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum, barrier, broadcast_buffers, current_group
 from resnet_core.engine.evaluate import accumulator_dtype, evaluate
-from resnet_core.engine.schedule import StepSchedule, WarmupMonitor, warmup_enabled
+from resnet_core.engine.inputs import EvalSet, Inputs, load_inputs
+from resnet_core.engine.schedule import PlateauMonitor, StepSchedule, WarmupMonitor, warmup_enabled
 from resnet_core.errors import CheckpointError, ConfigError
 from resnet_core.models import Shortcut, count_parameters, create_model, model_info
 
@@ -38,7 +39,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvalReport:
-    """One evaluation: errors in percent, losses as mean cross-entropy, ``seconds`` of training so far."""
+    """One evaluation: errors in percent, losses as mean cross-entropy, ``seconds`` of training so far.
+
+    ``test_*`` is the test split (for ImageNet the ``val/`` folder, as the paper reports), ``val_*`` the
+    hold-out of training images (``val_split``); top-5 errors are the ImageNet tables' second figure.
+    """
 
     iteration: int
     lr: float
@@ -51,6 +56,8 @@ class EvalReport:
     seconds: float
     checkpoint: str | None = None
     """Path of the checkpoint written at this evaluation, if one was (for Ray/MLflow to pick up)."""
+    test_top5_error: float | None = None
+    val_top5_error: float | None = None
 
     def row(self) -> dict[str, Any]:
         """The metrics as a flat dict (what ``metrics.csv`` holds), without the checkpoint path."""
@@ -72,6 +79,7 @@ class FitResult:
     history: tuple[EvalReport, ...]
     wall_seconds: float
     warmup_ended_at: int | None
+    plateau_decays: int = 0
 
     @property
     def final(self) -> EvalReport:
@@ -82,16 +90,19 @@ class FitResult:
         final = self.final
         return {
             "arch": self.config.arch,
+            "dataset": self.config.dataset,
             "shortcut": self.shortcut,
             "residual": model_info(self.config.arch).residual,
             "params": self.params,
             "iterations": final.iteration,
             "test_error": final.test_error,
+            "test_top5_error": final.test_top5_error,
             "test_loss": final.test_loss,
             "val_error": final.val_error,
             "train_error": final.train_error,
             "wall_seconds": self.wall_seconds,
             "warmup_ended_at": self.warmup_ended_at,
+            "lr_decays_on_plateau": self.plateau_decays,
             "seed": self.config.seed,
         }
 
@@ -117,25 +128,19 @@ def resolve_device(spec: str, group: ProcessGroup) -> torch.device:
 def check_model_options(config: TrainConfig) -> None:
     """Fail fast (before any data is read) on an unknown arch or options it cannot take, e.g. depth 25."""
     with torch.device("meta"):
-        create_model(config.arch, depth=config.depth, shortcut=config.shortcut)
+        build_model(config)
 
 
-def _load_data(config: TrainConfig, group: ProcessGroup) -> ImageDataset:
-    # Rank 0 first, so a download or cache build happens once; the others then read its result.
-    if not group.is_main:
-        barrier(group)
-    dataset = load_image_dataset(config.data, dataset=config.dataset, download=config.download,
-                                 cache_dir=config.cache_dir)
-    if group.is_main:
-        barrier(group)
-    return dataset
+def build_model(config: TrainConfig, num_classes: int | None = None) -> nn.Module:
+    """The registered model ``config.arch`` with the config's options (None keeps the model's default)."""
+    return create_model(config.arch, depth=config.depth, shortcut=config.shortcut, stride_in=config.stride_in,
+                        num_classes=num_classes)
 
 
 class _Run:
     """The mutable state of one training run; :func:`fit` drives it."""
 
-    def __init__(self, config: TrainConfig, dataset: ImageDataset, group: ProcessGroup) -> None:
-        self.config = config
+    def __init__(self, config: TrainConfig, data: ImageDataset | ImageFolderIndex | None, group: ProcessGroup) -> None:
         self.group = group
         self.device = resolve_device(config.device, group)
         if config.bf16 and self.device.type != "cuda":
@@ -143,18 +148,13 @@ class _Run:
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
         )
-        train, val = holdout_split(dataset.train_images, dataset.train_labels, config.val_split)
-        # Statistics on the CPU in float64 (MPS has no float64), then everything moves to the device.
-        self.normalizer = Normalizer.fit(train.images, config.normalization).to(self.device)
-        self.train_set = train.to(self.device)
-        self.val_set = val.to(self.device) if val is not None else None
-        self.test_set = LabelledImages(dataset.test_images, dataset.test_labels).to(self.device)
-        self.batches = TrainBatches(self.train_set, self.normalizer, config.batch_size, seed=config.seed,
-                                    augment=config.augment, rank=group.rank, world_size=group.world_size)
+        self.inputs: Inputs = load_inputs(config, data, group, self.device)
+        # Epoch-based lengths become iterations now that the training set's size is known.
+        self.config = config = config.with_epochs_resolved(self.inputs.train.batches_per_epoch)
+        self.batches = self.inputs.train
 
         torch.manual_seed(config.seed)
-        self.model = create_model(config.arch, depth=config.depth, shortcut=config.shortcut,
-                                  num_classes=dataset.num_classes)
+        self.model = build_model(config, self.inputs.num_classes)
         self.model.to(self.device)
         self.shortcut = Shortcut.parse(config.shortcut or model_info(config.arch).options["shortcut"]).value
         self.params = count_parameters(self.model)
@@ -167,8 +167,9 @@ class _Run:
         self.schedule = StepSchedule.from_config(config)
         self.warmup = WarmupMonitor(warmup_enabled(config, getattr(self.model, "depth", None)),
                                     config.warmup_until_error, config.warmup_window)
+        self.plateau = PlateauMonitor.from_config(config)
         self.iteration = 0
-        self.lr = self.schedule.lr(0, self.warmup.active)
+        self.lr = self.current_lr(0)
         # [loss sum, error count, images] since the last evaluation, and [errors, images] of the warm-up window.
         self.train_sums = torch.zeros(3, dtype=accumulator_dtype(self.device), device=self.device)
         self.window_sums = torch.zeros(2, dtype=accumulator_dtype(self.device), device=self.device)
@@ -176,9 +177,12 @@ class _Run:
         self.seconds_before = 0.0
 
     # ----------------------------------------------------------------- training
+    def current_lr(self, iteration: int) -> float:
+        return self.schedule.lr(iteration, self.warmup.active, self.plateau.decays)
+
     def step(self) -> None:
         """One SGD update on batch ``self.iteration``."""
-        self.lr = self.schedule.lr(self.iteration, self.warmup.active)
+        self.lr = self.current_lr(self.iteration)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = self.lr
         inputs, labels = self.batches.batch(self.iteration)
@@ -205,18 +209,27 @@ class _Run:
                          self.iteration, 100.0 * errors_seen / seen, self.config.warmup_until_error,
                          self.config.lr)
 
+    def score(self, split: EvalSet) -> tuple[float, float, float]:
+        scores = evaluate(self.model, split.batches(), self.device, self.group, self.autocast)
+        return scores.loss, scores.error, scores.top5_error
+
     def evaluate(self, seconds: float) -> EvalReport:
         broadcast_buffers(self.model, self.group)
         loss_sum, errors, count = all_reduce_sum(self.train_sums.clone(), self.group).tolist()
         self.train_sums.zero_()
-        test_loss, test_error = evaluate(self.model, self.test_set, self.normalizer, self.config.eval_batch_size,
-                                         self.group, self.autocast)
-        val_loss = val_error = None
-        if self.val_set is not None:
-            val_loss, val_error = evaluate(self.model, self.val_set, self.normalizer,
-                                           self.config.eval_batch_size, self.group, self.autocast)
-        return EvalReport(self.iteration, self.lr, loss_sum / max(count, 1), 100.0 * errors / max(count, 1),
-                          test_loss, test_error, val_loss, val_error, seconds)
+        test_loss, test_error, test_top5 = self.score(self.inputs.test)
+        val_loss = val_error = val_top5 = None
+        if self.inputs.val is not None:
+            val_loss, val_error, val_top5 = self.score(self.inputs.val)
+        report = EvalReport(self.iteration, self.lr, loss_sum / max(count, 1), 100.0 * errors / max(count, 1),
+                            test_loss, test_error, val_loss, val_error, seconds, test_top5_error=test_top5,
+                            val_top5_error=val_top5)
+        # Plateau decay watches the held-out error: the hold-out when there is one, else the test split
+        # (ImageNet's val/ folder, on which the paper plots its curves, Fig. 4).
+        if self.plateau.update(test_error if val_error is None else val_error):
+            log.info("error plateaued for %d evaluations: lr divided by %g (decay %d)", self.config.plateau_patience,
+                     1 / self.config.lr_decay, self.plateau.decays)
+        return report
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self, seconds: float) -> dict[str, Any]:
@@ -226,6 +239,7 @@ class _Run:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "warmup": {"active": self.warmup.active, "ended_at": self.warmup.ended_at},
+            "plateau": self.plateau.state_dict(),
             "train_sums": self.train_sums.cpu(),
             "window_sums": self.window_sums.cpu(),
             "rng": rng_state(self.device),
@@ -253,18 +267,20 @@ class _Run:
         self.iteration = state["iteration"]
         self.warmup.active = state["warmup"]["active"]
         self.warmup.ended_at = state["warmup"]["ended_at"]
+        if "plateau" in state:
+            self.plateau.load_state_dict(state["plateau"])
         self.train_sums.copy_(state["train_sums"])
         self.window_sums.copy_(state["window_sums"])
         restore_rng_state(state["rng"], self.device)
         self.history = [EvalReport(**row) for row in state["history"]]
         self.seconds_before = float(state["seconds"])
-        self.lr = self.schedule.lr(max(self.iteration - 1, 0), self.warmup.active)
+        self.lr = self.current_lr(max(self.iteration - 1, 0))
 
 
 def fit(
     config: TrainConfig,
     *,
-    data: ImageDataset | None = None,
+    data: ImageDataset | ImageFolderIndex | None = None,
     out_dir: Path | None = None,
     resume_from: Path | None = None,
     callbacks: Sequence[Callback] = (),
@@ -272,23 +288,25 @@ def fit(
 ) -> FitResult:
     """Train ``config.arch`` as ``config`` says and return the model, its history and final figures.
 
-    ``data`` skips loading ``config.data`` (tests pass small in-memory sets). ``out_dir`` receives
+    ``data`` skips reading ``config.data``: an in-memory CIFAR-style set, or a scanned ImageNet folder
+    (:func:`~resnet_core.data.imagenet.scan_image_folders`) for ``dataset="imagenet"``. ``out_dir`` receives
     ``checkpoint.pt`` every ``checkpoint_every`` iterations and at the end (rank 0 writes).
     ``resume_from`` continues from a checkpoint exactly. Each evaluation is passed to every callback.
     """
     check_model_options(config)
     group = current_group()
-    dataset = data if data is not None else _load_data(config, group)
-    run = _Run(config, dataset, group)
+    run = _Run(config, data, group)
+    config = run.config
     if resume_from is not None:
         run.load_state_dict(load_checkpoint(resume_from, map_location=run.device), resume_from)
         log.info("resumed from %s at iteration %d", resume_from, run.iteration)
     if group.is_main:
-        log.info("training %s (shortcut %s, %s parameters) on %s%s: %d iterations, batch %d, lr %g, "
-                 "weight decay %g, milestones %s, warm-up %s", config.arch, run.shortcut, f"{run.params:,}",
+        log.info("training %s (shortcut %s, %s parameters) on %s%s: %d iterations (%d per epoch of %s images), "
+                 "batch %d, lr %g, weight decay %g, %s, warm-up %s", config.arch, run.shortcut, f"{run.params:,}",
                  run.device, f" x{group.world_size} ranks" if group.active else "", config.iterations,
-                 config.batch_size, config.lr, config.weight_decay, list(config.milestones),
-                 "on" if run.warmup.active else "off")
+                 run.batches.batches_per_epoch, f"{run.inputs.train_images:,}", config.batch_size, run.schedule.base_lr,
+                 config.weight_decay, f"milestones {list(config.milestones)}" if config.lr_schedule == "step" else
+                 f"lr divided on plateaus of {config.plateau_patience} evaluations", "on" if run.warmup.active else "off")
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     started = time.perf_counter()
 
@@ -310,9 +328,10 @@ def fit(
                 bar.set_postfix(lr=f"{report.lr:g}", train=f"{report.train_error:.1f}%",
                                 test=f"{report.test_error:.1f}%")
                 if group.is_main:
-                    log.info("iteration %d: lr %g, train error %.2f%%, test error %.2f%%%s", report.iteration,
-                             report.lr, report.train_error, report.test_error,
-                             "" if report.val_error is None else f", val error {report.val_error:.2f}%")
+                    log.info("iteration %d: lr %g, train error %.2f%%, test error %.2f%% (top-5 %.2f%%)%s",
+                             report.iteration, report.lr, report.train_error, report.test_error,
+                             report.test_top5_error, "" if report.val_error is None else
+                             f", val error {report.val_error:.2f}%")
             if checkpoint_path is not None and (run.iteration % config.checkpoint_every == 0 or done):
                 broadcast_buffers(run.model, group)
                 if group.is_main:
@@ -323,8 +342,11 @@ def fit(
             if report is not None:
                 for callback in callbacks:
                     callback(report)
+    close = getattr(run.batches, "close", None)
+    if close is not None:
+        close()
     if not run.history:
         raise CheckpointError(f"checkpoint '{resume_from}' holds no evaluation to report: it is not one of ours")
     broadcast_buffers(run.model, group)
     return FitResult(config, run.model, run.shortcut, run.params, tuple(run.history), seconds(),
-                     run.warmup.ended_at)
+                     run.warmup.ended_at, run.plateau.decays)

@@ -1,6 +1,9 @@
-"""The paper's learning-rate schedule, counted in iterations (He et al. 2015, Sec. 4.2).
+"""The paper's learning-rate schedules, counted in iterations (He et al. 2015, Sec. 4.2 and 3.4).
 
-Step decay: ``lr`` divided by 10 (``lr_decay``) at each milestone (32k and 48k of 64k iterations).
+Step decay (CIFAR, Sec. 4.2): ``lr`` divided by 10 (``lr_decay``) at each milestone (32k and 48k of 64k
+iterations). Plateau decay (ImageNet, Sec. 3.4): "divided by 10 when the error plateaus" -- the paper gives
+no patience or threshold; :class:`PlateauMonitor` makes both options. The base rate is ``lr``, scaled
+linearly with the batch when ``lr_reference_batch`` is set (:attr:`TrainConfig.scaled_lr`).
 Warm-up for very deep nets (Sec. 4.2, ResNet-110): "we use 0.01 to warm up the training until the training
 error is below 80% (about 400 iterations), and then go back to 0.1 and continue training". Warm-up ends on
 the training error, not on an iteration count, and the schedule then returns to the *base* rate: the most
@@ -18,10 +21,10 @@ WARMUP_MIN_DEPTH = 110
 
 
 def warmup_enabled(config: TrainConfig, depth: int | None) -> bool:
-    """Whether this run warms up: the config's explicit choice, else the paper's (depth >= 110)."""
+    """Whether this run warms up: the config's explicit choice, else the paper's (CIFAR depth >= 110)."""
     if config.warmup is not None:
         return config.warmup
-    return depth is not None and depth >= WARMUP_MIN_DEPTH
+    return not config.is_imagenet and depth is not None and depth >= WARMUP_MIN_DEPTH
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,56 @@ class StepSchedule:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> StepSchedule:
-        return cls(config.lr, config.milestones, config.lr_decay, config.warmup_lr)
+        return cls(config.scaled_lr, config.milestones, config.lr_decay, config.warmup_lr)
 
-    def lr(self, iteration: int, warming_up: bool = False) -> float:
-        """Rate for the update made at 0-based ``iteration`` (updates 32000.. use the first decay)."""
+    def lr(self, iteration: int, warming_up: bool = False, plateau_decays: int = 0) -> float:
+        """Rate for the update made at 0-based ``iteration`` (updates 32000.. use the first decay), after
+        ``plateau_decays`` divisions decided by a :class:`PlateauMonitor`."""
         if warming_up:
             return self.warmup_lr
         passed = sum(1 for milestone in self.milestones if iteration >= milestone)
-        return self.base_lr * self.decay**passed
+        return self.base_lr * self.decay ** (passed + plateau_decays)
+
+
+@dataclass
+class PlateauMonitor:
+    """Counts rate divisions "when the error plateaus" (Sec. 3.4), from the held-out error of each evaluation.
+
+    After ``patience`` evaluations in a row without an error at least ``threshold`` points below the best so
+    far, the rate is divided once more and the count starts again. Holds plain numbers, saved in checkpoints.
+    """
+
+    enabled: bool
+    patience: int
+    threshold: float
+    best: float = float("inf")
+    stale: int = 0
+    decays: int = 0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> PlateauMonitor:
+        return cls(config.lr_schedule == "plateau", config.plateau_patience, config.plateau_threshold)
+
+    def update(self, error_percent: float) -> bool:
+        """Record one evaluation's error; returns whether the rate is divided from now on."""
+        if not self.enabled:
+            return False
+        if error_percent < self.best - self.threshold:
+            self.best, self.stale = error_percent, 0
+            return False
+        self.best = min(self.best, error_percent)
+        self.stale += 1
+        if self.stale < self.patience:
+            return False
+        self.stale = 0
+        self.decays += 1
+        return True
+
+    def state_dict(self) -> dict[str, float | int]:
+        return {"best": self.best, "stale": self.stale, "decays": self.decays}
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        self.best, self.stale, self.decays = float(state["best"]), int(state["stale"]), int(state["decays"])
 
 
 @dataclass

@@ -75,6 +75,25 @@ def test_every_flag_reaches_the_config() -> None:
     assert build_parser().parse_args(["--no-warmup"]).warmup is False
 
 
+def test_every_imagenet_and_schedule_flag_reaches_the_config() -> None:
+    options = vars(build_parser().parse_args([
+        "--dataset", "imagenet", "--arch", "resnet50", "--stride-in", "3x3", "--preset", "torchvision",
+        "--image-size", "160", "--eval-crops", "10", "--workers", "3", "--skip-corrupt", "--mean-images", "500",
+        "--epochs", "90", "--milestone-epochs", "30,60", "--lr-schedule", "step", "--plateau-patience", "2",
+        "--plateau-threshold", "0.5", "--lr-reference-batch", "128",
+    ]))
+    from resnet_core import TrainConfig
+
+    config = TrainConfig.from_dict(options)
+    assert (config.dataset, config.arch, config.stride_in, config.preset) == ("imagenet", "resnet50", "3x3",
+                                                                             "torchvision")
+    assert (config.image_size, config.crops, config.workers, config.skip_corrupt, config.mean_images) == (
+        160, 10, 3, True, 500)
+    assert (config.epochs, config.milestone_epochs, config.milestones, config.lr_schedule) == (90, (30, 60), (), "step")
+    assert (config.plateau_patience, config.plateau_threshold, config.lr_reference_batch) == (2, 0.5, 128)
+    assert config.batch_size == 256 and config.scaled_lr == 0.2  # the ImageNet recipe under the flags
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -86,6 +105,9 @@ def test_every_flag_reaches_the_config() -> None:
         (["--iterations", "ten"], "invalid int value"),
         (["--shortcut", "D"], "invalid choice"),
         (["--resume", "--out", "nowhere"], "no checkpoint in 'nowhere'"),
+        (["--preset", "torchvision"], "preset applies to the ImageNet pipeline only"),
+        (["--arch", "resnet18", "--stride-in", "3x3"], "resnet18 has no option stride_in"),
+        (["--dataset", "imagenet", "--data", "does/not/exist"], "does/not/exist"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path) -> None:

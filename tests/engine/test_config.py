@@ -50,3 +50,54 @@ def test_json_round_trip(tmp_path) -> None:
     config.save_json(tmp_path / "config.json")
     assert TrainConfig.load_json(tmp_path / "config.json") == config
     assert config.replace(lr=0.05).changes_from(config) == {"lr": (0.1, 0.05)}
+
+
+def test_imagenet_recipe_is_section_3_4() -> None:
+    config = TrainConfig.for_dataset("imagenet", arch="resnet50")
+    assert (config.batch_size, config.lr, config.momentum, config.weight_decay) == (256, 0.1, 0.9, 1e-4)
+    assert config.iterations == 600_000 and config.lr_schedule == "plateau" and config.milestones == ()
+    assert config.warmup is False and config.preset == "paper" and config.crops == 10
+    assert TrainConfig.for_dataset("imagenet", preset="torchvision").crops == 1
+    assert TrainConfig.for_dataset("imagenet", eval_crops=1).crops == 1
+    # from_dict starts from the same recipe; explicit values win over it.
+    assert TrainConfig.from_dict({"dataset": "imagenet", "batch_size": 64}).batch_size == 64
+    assert TrainConfig.from_dict({"dataset": "imagenet"}) == TrainConfig.for_dataset("imagenet")
+
+
+def test_lr_scales_linearly_with_the_batch_only_when_asked() -> None:
+    assert TrainConfig.for_dataset("imagenet").scaled_lr == pytest.approx(0.1)
+    assert TrainConfig.for_dataset("imagenet", batch_size=512).scaled_lr == pytest.approx(0.2)
+    assert TrainConfig.for_dataset("imagenet", batch_size=64, lr=0.2).scaled_lr == pytest.approx(0.05)
+    assert TrainConfig(batch_size=512).scaled_lr == 0.1  # CIFAR: the paper's rate at any batch unless asked
+
+
+def test_epochs_resolve_to_iterations() -> None:
+    config = TrainConfig.from_dict({"dataset": "imagenet", "epochs": 90, "milestone_epochs": "30,60",
+                                    "lr_schedule": "step"})
+    assert config.milestones == () and config.milestone_epochs == (30, 60)
+    resolved = config.with_epochs_resolved(iterations_per_epoch=100)
+    assert (resolved.iterations, resolved.milestones, resolved.milestone_epochs) == (9_000, (3_000, 6_000), ())
+    assert TrainConfig().with_epochs_resolved(100) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"preset": "torchvision"}, "preset applies to the ImageNet pipeline only"),
+        ({"eval_crops": 10}, "eval_crops applies to the ImageNet pipeline only"),
+        ({"dataset": "imagenet", "preset": "timm"}, "unknown preset 'timm'"),
+        ({"dataset": "imagenet", "eval_crops": 5}, "eval_crops must be 1"),
+        ({"dataset": "imagenet", "workers": -1}, "workers must be >= 0"),
+        ({"dataset": "imagenet", "image_size": 0}, "image_size must be a positive integer"),
+        ({"dataset": "svhn"}, "unknown dataset 'svhn'"),
+        ({"lr_schedule": "cosine"}, "unknown lr_schedule 'cosine'"),
+        ({"milestone_epochs": [60, 30]}, "milestone_epochs must be increasing"),
+        ({"milestone_epochs": [30], "milestones": [100]}, "milestones and milestone_epochs both given"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"lr_reference_batch": 0}, "lr_reference_batch must be a positive"),
+    ],
+)
+def test_imagenet_and_schedule_mistakes_fail_with_one_line(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        TrainConfig.from_dict(values)
+    assert "\n" not in str(error.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resnet_core import TrainConfig, fit
-from resnet_core.engine.schedule import StepSchedule, WarmupMonitor, warmup_enabled
+from resnet_core.engine.schedule import PlateauMonitor, StepSchedule, WarmupMonitor, warmup_enabled
 
 
 def test_paper_milestones() -> None:
@@ -51,3 +51,33 @@ def test_warmup_lasts_while_the_error_stays_high(tiny_dataset) -> None:
     result = fit(config, data=tiny_dataset)
     assert result.warmup_ended_at is None
     assert [report.lr for report in result.history] == [1e-6, 1e-6]
+
+
+def test_warmup_is_never_the_default_on_imagenet() -> None:
+    assert not warmup_enabled(TrainConfig.for_dataset("imagenet"), 152)
+    assert not warmup_enabled(TrainConfig(dataset="imagenet"), 152)
+
+
+def test_plateau_monitor_divides_after_patience_stale_evaluations() -> None:
+    monitor = PlateauMonitor(enabled=True, patience=2, threshold=0.5)
+    assert [monitor.update(e) for e in (50.0, 40.0, 39.8, 39.9)] == [False, False, False, True]
+    assert monitor.decays == 1 and monitor.best == 39.8
+    assert [monitor.update(e) for e in (39.0, 38.0, 38.0)] == [False, False, False]  # improvements reset
+    assert monitor.update(38.0) and monitor.decays == 2
+    schedule = StepSchedule(base_lr=0.1, milestones=(), decay=0.1, warmup_lr=0.01)
+    assert schedule.lr(0, plateau_decays=monitor.decays) == pytest.approx(0.001)
+    restored = PlateauMonitor(enabled=True, patience=2, threshold=0.5)
+    restored.load_state_dict(monitor.state_dict())
+    assert restored == monitor
+    assert not PlateauMonitor(enabled=False, patience=1, threshold=0).update(1.0)
+
+
+def test_engine_divides_the_rate_when_the_error_plateaus(tiny_dataset) -> None:
+    """No evaluation improves by 50 points, so every 2 evaluations after the first divide the rate."""
+    config = TrainConfig(arch="cifar_resnet", depth=8, lr_schedule="plateau", plateau_patience=2,
+                         plateau_threshold=50.0, milestones=(), lr=1e-3, iterations=25, batch_size=32,
+                         eval_every=5, device="cpu")
+    result = fit(config, data=tiny_dataset)
+    # The decision follows an evaluation, so the report at which it is taken still shows the old rate.
+    assert [report.lr for report in result.history] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4])
+    assert result.plateau_decays == 2 and result.summary()["lr_decays_on_plateau"] == 2
