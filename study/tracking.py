@@ -1,17 +1,27 @@
 """MLflow tracking of a study: one experiment per study, a parent run for the study, one nested run per trial.
 
 Everything goes through :class:`mlflow.MlflowClient` with explicit run ids (no global "active run"), from
-the study's driver process only -- a single writer, so a local SQLite store is safe. Runs are found again
+the study's driver process only -- a single writer at a time (the callback's writer thread during a phase,
+the runner between phases), so a local SQLite store is safe. Runs are found again
 by tags (``resnet.study``, ``resnet.trial_id``), which is what keeps a resumed study free of duplicates.
+
+With a tracking server the server may go away for a while (a restart). Every tracker call is safe to repeat
+(find before create; metrics carry the timestamp of the moment they were reported, and the server stores a
+point once), and is repeated for up to ``patience`` seconds (:func:`study.mlflow_server.call_patiently`).
+The Tune callback never waits for MLflow: its events are queued per trial and applied in order by one writer
+thread, which keeps them while the server is away and logs them when it answers again; the end of a phase
+waits for the queue to drain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from study.mlflow_server import PATIENCE_S, TrackingUnavailable, address, call_patiently, is_server
 from study.report import plot_curves
 
 log = logging.getLogger(__name__)
@@ -34,30 +45,58 @@ STATUS_COMPLETED, STATUS_STOPPED, STATUS_FAILED = "completed", "stopped early", 
 class StudyTracker:
     """The MLflow side of one study."""
 
-    def __init__(self, tracking_uri: str, experiment: str, study: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, study: str, patience: float = PATIENCE_S) -> None:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         self.study = study
-        existing = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = existing.experiment_id if existing else self.client.create_experiment(
-            experiment, artifact_location=artifact_location(tracking_uri))
-        self.parent_run_id = self._find_or_create(
-            {"resnet.study": study, "resnet.role": "study"}, run_name=study, tags={}
-        )
-        if self.client.get_run(self.parent_run_id).info.status != "RUNNING":
-            self.client.update_run(self.parent_run_id, status="RUNNING")  # a re-run continues the study
+        self.patience = patience
+        self._local = threading.local()
+        self.experiment_id = self._patiently("finding the experiment", self._experiment, experiment)
+        self.parent_run_id = self._patiently("finding the study's run", self._find_or_create,
+                                             {"resnet.study": study, "resnet.role": "study"}, study, {})
+        self._patiently("reopening the study's run", self._reopen)
 
     # Tune pickles its callbacks with the experiment state (for Tuner.restore): keep only what names the
     # study and reconnect on unpickling.
-    def __getstate__(self) -> dict[str, str]:
+    def __getstate__(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "study": self.study, "experiment_id": self.experiment_id,
-                "parent_run_id": self.parent_run_id}
+                "parent_run_id": self.parent_run_id, "patience": self.patience}
 
-    def __setstate__(self, state: dict[str, str]) -> None:
-        self.__dict__.update(state)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"patience": PATIENCE_S, **state})
         self.client = MlflowClient(tracking_uri=state["tracking_uri"])
+        self._local = threading.local()
+
+    @property
+    def where(self) -> str:
+        """The tracking URI as it may be printed (no credentials)."""
+        return address(self.tracking_uri) if is_server(self.tracking_uri) else self.tracking_uri
+
+    def _patiently(self, what: str, call: Any, *args: Any) -> Any:
+        patience = getattr(self._local, "patience", self.patience)
+        return call_patiently(lambda: call(*args), self.where, patience, what, log)
+
+    @contextlib.contextmanager
+    def impatient(self) -> Iterator[None]:
+        """Calls made inside, by this thread, raise :class:`TrackingUnavailable` at once when the server is away
+        (the callback's writer keeps the results and tries again itself)."""
+        self._local.patience = 0.0
+        try:
+            yield
+        finally:
+            del self._local.patience
 
     # ----------------------------------------------------------------- runs
+    def _experiment(self, name: str) -> str:
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        return self.client.create_experiment(name, artifact_location=artifact_location(self.tracking_uri))
+
+    def _reopen(self) -> None:
+        if self.client.get_run(self.parent_run_id).info.status != "RUNNING":
+            self.client.update_run(self.parent_run_id, status="RUNNING")  # a re-run continues the study
+
     def _find(self, tags: Mapping[str, str]) -> str | None:
         query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=2)
@@ -71,53 +110,72 @@ class StudyTracker:
         return run.info.run_id
 
     def find_trial_run(self, trial_id: str) -> str | None:
-        return self._find({"resnet.study": self.study, "resnet.trial_id": trial_id})
+        return self._patiently("finding a trial's run", self._find, {"resnet.study": self.study,
+                                                                     "resnet.trial_id": trial_id})
 
     def has_model(self, run_id: str) -> bool:
-        return self.client.get_run(run_id).data.tags.get("resnet.model_logged") == "true"
+        run = self._patiently("reading a run", self.client.get_run, run_id)
+        return run.data.tags.get("resnet.model_logged") == "true"
 
     def log_spec(self, spec_yaml: str) -> None:
-        self.client.log_text(self.parent_run_id, spec_yaml, "spec.yaml")
+        self._patiently("logging the spec", self.client.log_text, self.parent_run_id, spec_yaml, "spec.yaml")
 
     def trial_run(self, trial_id: str, name: str, params: Mapping[str, Any], phase: str) -> str:
         """The run of ``trial_id`` (created once, nested under the study's run) with its params."""
         keys = {"resnet.study": self.study, "resnet.trial_id": trial_id}
-        run_id = self._find_or_create(keys, run_name=name, tags={"mlflow.parentRunId": self.parent_run_id,
-                                                                  "resnet.phase": phase})
-        existing = self.client.get_run(run_id).data.params
-        new = [Param(key, str(value)) for key, value in params.items() if key not in existing]
-        if new:
-            self.client.log_batch(run_id, params=new)
-        return run_id
+
+        def find_or_create() -> str:
+            run_id = self._find_or_create(keys, run_name=name, tags={"mlflow.parentRunId": self.parent_run_id,
+                                                                      "resnet.phase": phase})
+            existing = self.client.get_run(run_id).data.params
+            new = [Param(key, str(value)) for key, value in params.items() if key not in existing]
+            if new:
+                self.client.log_batch(run_id, params=new)
+            return run_id
+
+        return self._patiently("creating a trial's run", find_or_create)
 
     def last_step(self, run_id: str) -> int:
-        history = self.client.get_metric_history(run_id, "val_error") or self.client.get_metric_history(
-            run_id, "test_error")
-        return max((m.step for m in history), default=-1)
+        def read() -> int:
+            history = self.client.get_metric_history(run_id, "val_error") or self.client.get_metric_history(
+                run_id, "test_error")
+            return max((m.step for m in history), default=-1)
 
-    def log_evaluation(self, run_id: str, result: Mapping[str, Any]) -> None:
-        step = int(result["iteration"])
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, float(result[key]), now, step) for key in CURVES if result.get(key) is not None]
-        self.client.log_batch(run_id, metrics=metrics)
+        return self._patiently("reading a trial's history", read)
 
-    def finish_trial(self, run_id: str, status: str, final: Mapping[str, Any] | None) -> None:
+    def log_metrics(self, run_id: str, values: Mapping[str, float], step: int, timestamp: int | None = None) -> None:
+        """``values`` at ``step``; ``timestamp`` (ms) is the moment they were measured: a repeated call with the
+        same timestamp adds no point."""
+        now = int(time.time() * 1000) if timestamp is None else timestamp
+        metrics = [Metric(key, float(value), now, step) for key, value in values.items()]
+        if metrics:
+            self._patiently("logging metrics", self.client.log_batch, run_id, metrics)
+
+    def log_evaluation(self, run_id: str, result: Mapping[str, Any], timestamp: int | None = None) -> None:
+        self.log_metrics(run_id, evaluation_values(result), int(result["iteration"]), timestamp)
+
+    def finish_trial(self, run_id: str, status: str, final: Mapping[str, Any] | None,
+                     timestamp: int | None = None) -> None:
         """Final values, the status tag, and the trial's metrics.csv and curve plot as artifacts."""
-        tags = [RunTag("status", status)]
-        metrics = []
-        if final:
-            now = int(time.time() * 1000)
-            metrics = [Metric(f"final_{key}", float(final[key]), now, int(final.get("iteration", 0)))
-                       for key in ("val_error", "test_error", "train_error") if final.get(key) is not None]
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        rows = self.metric_rows(run_id)
-        if rows:
-            with tempfile.TemporaryDirectory() as folder:
-                csv_path = Path(folder) / "metrics.csv"
-                write_csv(csv_path, rows)
-                plot_curves(rows, Path(folder) / "curves.png", title=self.client.get_run(run_id).info.run_name)
-                self.client.log_artifacts(run_id, folder)
-        self.client.set_terminated(run_id, "FAILED" if status == STATUS_FAILED else "FINISHED")
+        now = int(time.time() * 1000) if timestamp is None else timestamp
+
+        def finish() -> None:
+            tags = [RunTag("status", status)]
+            metrics = []
+            if final:
+                metrics = [Metric(f"final_{key}", float(final[key]), now, int(final.get("iteration", 0)))
+                           for key in ("val_error", "test_error", "train_error") if final.get(key) is not None]
+            self.client.log_batch(run_id, metrics=metrics, tags=tags)
+            rows = self.metric_rows(run_id)
+            if rows:
+                with tempfile.TemporaryDirectory() as folder:
+                    csv_path = Path(folder) / "metrics.csv"
+                    write_csv(csv_path, rows)
+                    plot_curves(rows, Path(folder) / "curves.png", title=self.client.get_run(run_id).info.run_name)
+                    self.client.log_artifacts(run_id, folder)
+            self.client.set_terminated(run_id, "FAILED" if status == STATUS_FAILED else "FINISHED")
+
+        self._patiently("finishing a trial's run", finish)
 
     def metric_rows(self, run_id: str) -> list[dict[str, float]]:
         """The evaluations stored for ``run_id``, one row per step, rebuilt from MLflow's metric history."""
@@ -128,17 +186,25 @@ class StudyTracker:
         return [rows[step] for step in sorted(rows)]
 
     def log_report(self, folder: Path) -> None:
-        self.client.log_artifacts(self.parent_run_id, str(folder), artifact_path="report")
+        self._patiently("logging the report", self.client.log_artifacts, self.parent_run_id, str(folder), "report")
 
     def log_model(self, run_id: str, model: Any, name: str, input_example: Any) -> None:
         """The trained network as an MLflow PyTorch model (traced on ``input_example``) on ``run_id``."""
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=run_id, nested=True):
-            mlflow.pytorch.log_model(model, name=name, input_example=input_example)
-        self.client.set_tag(run_id, "resnet.model_logged", "true")
+        def log_it() -> None:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            with mlflow.start_run(run_id=run_id, nested=True):
+                mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+            self.client.set_tag(run_id, "resnet.model_logged", "true")
+
+        self._patiently("logging a model", log_it)
 
     def close(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_run_id, status)
+        self._patiently("closing the study's run", self.client.set_terminated, self.parent_run_id, status)
+
+
+def evaluation_values(result: Mapping[str, Any]) -> dict[str, float]:
+    """The curves of one evaluation, as plain floats."""
+    return {key: float(result[key]) for key in CURVES if result.get(key) is not None}
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -159,50 +225,226 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
 
 
 class MlflowTrialCallback(Callback):
-    """Forwards Tune's view of each trial to :class:`StudyTracker` (runs in the study's driver)."""
+    """Forwards Tune's view of each trial to :class:`StudyTracker` (runs in the study's driver).
+
+    Tune's event loop must not wait for MLflow: while a callback runs, no trial's result is fetched, and Ray
+    Train's hand-over of a trial's last result to Tune can then stall for good (a Tune trial whose
+    TorchTrainer finished while its last report still waited to be fetched). So each event only becomes an
+    action in its trial's queue -- open the run, log metrics, finish -- and one writer thread (still a
+    single writer) applies the queues in order. While the server is away the writer keeps the actions (in
+    memory and in Tune's experiment state, :meth:`get_state`) and tries again every few seconds; when the
+    phase ends, :meth:`on_experiment_end` waits for everything to be logged, as long as the writer makes
+    progress or the server has been away for less than the tracker's patience.
+    Applying an action twice changes nothing (runs are found by tag, an evaluation at or below the run's last
+    logged step is skipped, metrics keep the timestamp of the report), so kept actions are safe to replay
+    after a resume.
+    """
+
+    RETRY_EVERY_S = 2.0
 
     def __init__(self, tracker: StudyTracker, phase: str, describe: Any, budget: int) -> None:
         self.tracker = tracker
         self.budget = budget  # iterations of a full trial; a trial that ended before them was stopped early
         self.phase = phase
         self.describe = describe  # trial config -> (run name, params)
-        self.run_ids: dict[str, str] = {}
-        self.last_steps: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.reported: set[str] = set()  # trials whose first report has been seen
+        self.pending: dict[str, list[tuple[Any, ...]]] = {}  # trial id -> actions not yet logged, in order
+        self._runtime()
 
-    def _run(self, trial: Trial) -> str:
-        if trial.trial_id not in self.run_ids:
-            name, params = self.describe(trial.config)
-            run_id = self.tracker.trial_run(trial.trial_id, name, params, self.phase)
-            self.run_ids[trial.trial_id] = run_id
-            self.last_steps[trial.trial_id] = self.tracker.last_step(run_id)
-        return self.run_ids[trial.trial_id]
+    def _runtime(self) -> None:
+        """What lives only while the driver runs (not pickled with the Tuner)."""
+        self.run_ids: dict[str, str] = {}  # the writer's: trial id -> MLflow run id
+        self.last_steps: dict[str, int] = {}  # the writer's: trial id -> last evaluation logged
+        self._opened: set[str] = set()  # trials whose run is opened or queued to be
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._away: tuple[float, str] | None = None  # since when, and why, the server has been away
+        self._progress_at = 0.0  # when the writer last logged an action
 
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("tracker", "budget", "phase", "describe", "started", "reported", "pending")
+        with self._lock:
+            return {key: self.__dict__[key] for key in keep} | {"pending": self._snapshot()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._runtime()
+
+    # ------------------------------------------------------------- Tune events
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.started[trial.trial_id] = time.perf_counter()
-        self._run(trial)
+        self._queue(trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         if "iteration" not in result:
             return
-        run_id = self._run(trial)
+        now = int(time.time() * 1000)
+        actions: list[tuple[Any, ...]] = []
         if trial.trial_id in self.started and trial.trial_id not in self.reported:
             # Trial start to first report, less the engine's own training time: what Ray adds per trial.
             elapsed = time.perf_counter() - self.started[trial.trial_id]
             self.reported.add(trial.trial_id)
             overhead = elapsed - float(result.get("seconds", 0.0))
-            self.tracker.client.log_metric(run_id, "ray_startup_seconds", overhead)
+            actions.append(("metrics", {"ray_startup_seconds": overhead}, 0, now))
             log.info("trial %s: first report %.1f s after start, %.1f s of it before training", trial.trial_id,
                      elapsed, overhead)
-        if int(result["iteration"]) > self.last_steps.get(trial.trial_id, -1):  # never twice after a resume
-            self.tracker.log_evaluation(run_id, result)
-            self.last_steps[trial.trial_id] = int(result["iteration"])
+        actions.append(("evaluation", int(result["iteration"]), evaluation_values(result), now))
+        self._queue(trial, *actions)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         reached = int((trial.last_result or {}).get("iteration", 0))
-        status = STATUS_STOPPED if reached < self.budget else STATUS_COMPLETED
-        self.tracker.finish_trial(self._run(trial), status, trial.last_result)
+        self._queue(trial, self._finish(trial, STATUS_STOPPED if reached < self.budget else STATUS_COMPLETED))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.tracker.finish_trial(self._run(trial), STATUS_FAILED, trial.last_result)
+        self._queue(trial, self._finish(trial, STATUS_FAILED))
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """The phase is over: wait until every kept result is logged, as long as the server answers (or has been
+        away for less than the tracker's patience)."""
+        if self.pending:
+            self._start_writer()
+            if self._away is not None:
+                log.info("waiting up to %.0f s for the MLflow server at %s to log the results of %d trials",
+                         self.tracker.patience, self.tracker.where, len(self.pending))
+        try:
+            if not self.drain(self.tracker.patience):
+                with self._lock:
+                    left, trials_left = sum(map(len, self.pending.values())), len(self.pending)
+                reason = self._away[1] if self._away else "no answer"
+                raise TrackingUnavailable(f"the MLflow server at {self.tracker.where} is unreachable ({reason}), "
+                                          f"with {left} results of {trials_left} trials still to log")
+        finally:
+            self._stop.set()
+            self._wake.set()
+            if self._writer is not None:
+                self._writer.join(timeout=60)
+
+    # Kept actions survive a driver restart with Tune's experiment state, and are replayed on resume.
+    def get_state(self) -> dict[str, Any] | None:
+        with self._lock:
+            return {"pending": self._snapshot()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self.pending = {trial_id: list(actions) for trial_id, actions in state.get("pending", {}).items()}
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the writer has logged every kept action (True), failed, or logged nothing for ``timeout``
+        seconds (a slow server with a long backlog is waited for as long as it makes progress)."""
+        started = time.monotonic()
+        while self.pending and self._failure is None:
+            if time.monotonic() - max(started, self._progress_at) > timeout:
+                break
+            time.sleep(0.1)
+        self._raise_failure()
+        return not self.pending
+
+    # ------------------------------------------------------------- the queue and its writer
+    def _snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        return {trial_id: list(actions) for trial_id, actions in self.pending.items()}
+
+    @staticmethod
+    def _finish(trial: Trial, status: str) -> tuple[Any, ...]:
+        final = {key: float(value) for key, value in (trial.last_result or {}).items()
+                 if key in ("val_error", "test_error", "train_error", "iteration") and value is not None}
+        return ("finish", status, final, int(time.time() * 1000))
+
+    def _queue(self, trial: Trial, *actions: tuple[Any, ...]) -> None:
+        self._raise_failure()
+        with self._lock:
+            queue = self.pending.setdefault(trial.trial_id, [])
+            if trial.trial_id not in self._opened:
+                self._opened.add(trial.trial_id)
+                name, params = self.describe(trial.config)
+                queue.append(("open", name, dict(params)))
+            queue.extend(actions)
+        self._start_writer()
+        self._wake.set()
+
+    def _raise_failure(self) -> None:
+        """An error the writer met that waiting does not cure (a refused permission, a bug) stops the study,
+        as it would have had the callback logged directly."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _start_writer(self) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            self._stop.clear()
+            self._writer = threading.Thread(target=self._write, name=f"mlflow-{self.phase}", daemon=True)
+            self._writer.start()
+
+    def _next(self) -> tuple[str, tuple[Any, ...]] | None:
+        with self._lock:
+            return next(((trial_id, actions[0]) for trial_id, actions in self.pending.items() if actions), None)
+
+    def _write(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                if self._stop.is_set():
+                    return
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            trial_id, action = item
+            try:
+                with self.tracker.impatient():
+                    self._apply(trial_id, action)
+            except TrackingUnavailable as error:
+                if self._away is None:
+                    self._away = (time.monotonic(), error.reason)
+                    log.warning("%s; the study goes on and keeps its trial results to log when the server is back",
+                                error)
+                if self._stop.wait(timeout=self.RETRY_EVERY_S):  # the phase ended and stopped waiting for it
+                    return
+                continue
+            except BaseException as error:  # noqa: BLE001 - handed to Tune's thread, which raises it
+                self._failure = error
+                return
+            self._progress_at = time.monotonic()
+            with self._lock:
+                actions = self.pending.get(trial_id)
+                if actions and actions[0] is action:
+                    actions.pop(0)
+                    if not actions:
+                        del self.pending[trial_id]
+            if self._away is not None:
+                log.warning("MLflow server at %s is back after %.0f s; logging the results kept meanwhile",
+                            self.tracker.where, time.monotonic() - self._away[0])
+                self._away = None
+
+    def _apply(self, trial_id: str, action: tuple[Any, ...]) -> None:
+        kind = action[0]
+        if kind == "open":
+            _, name, params = action
+            run_id = self.tracker.trial_run(trial_id, name, params, self.phase)
+            self.run_ids[trial_id] = run_id
+            self.last_steps[trial_id] = self.tracker.last_step(run_id)
+            return
+        run_id = self._run_id(trial_id)
+        if kind == "metrics":
+            _, values, step, timestamp = action
+            self.tracker.log_metrics(run_id, values, step, timestamp)
+        elif kind == "evaluation":
+            _, step, values, timestamp = action
+            if step > self.last_steps.get(trial_id, -1):  # never twice after a resume
+                self.tracker.log_metrics(run_id, values, step, timestamp)
+                self.last_steps[trial_id] = step
+        elif kind == "finish":
+            _, status, final, timestamp = action
+            self.tracker.finish_trial(run_id, status, final, timestamp)
+
+    def _run_id(self, trial_id: str) -> str:
+        """The run of a trial whose "open" action was applied, perhaps before a resume of the driver."""
+        if trial_id not in self.run_ids:
+            run_id = self.tracker.find_trial_run(trial_id)
+            if run_id is None:
+                raise RuntimeError(f"trial {trial_id} has results to log but no MLflow run")
+            self.run_ids[trial_id] = run_id
+            self.last_steps[trial_id] = self.tracker.last_step(run_id)
+        return self.run_ids[trial_id]
