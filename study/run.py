@@ -1,9 +1,11 @@
 """Run a depth study: ``python study/run.py [--spec FILE] [--set key=value ...]``.
 
-Reads and checks the spec (one-line errors, exit code 2, before Ray starts), checks the data, connects to
-the Ray cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``) or starts a local Ray, logs to MLflow
-(a local SQLite file by default), runs the search and the final retraining, and prints the report.
-Re-running the same command continues an interrupted study of the same name.
+Reads and checks the spec, asks the MLflow tracking server (when ``mlflow.tracking_uri`` is http(s)) whether
+it answers and accepts the credentials in ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, checks
+the data (each a one-line error, exit code 2, before Ray starts), connects to the Ray cluster named by
+``RAY_ADDRESS`` (set by ``ray job submit``) or starts a local Ray, logs to MLflow (a local SQLite file by
+default), runs the search and the final retraining, and prints the report. Re-running the same command
+continues an interrupted study of the same name.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
+    from study.tracking import StudyTracker
 
 PROG = "study/run.py"
 LOCAL = "a local Ray"
@@ -49,10 +52,16 @@ def connect_ray(address: str | None) -> str:
     from resnet_core import ResnetCoreError
 
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from study.ray_address import check_reachable
+
+        check_reachable(address)  # seconds, where ray.init would wait minutes for a cluster that is not there
     try:
         # The dashboard stays on (bound to 127.0.0.1): Ray Train's clean-up of stopped trials asks its
         # state API whether a trial's controller is gone; without it, stopped trials leak their workers.
-        ray.init(address=address or None, logging_level=logging.WARNING)
+        # Without an address, "local" starts a fresh Ray: None would join whatever cluster
+        # /tmp/ray/ray_current_cluster names, and wait forever when that cluster is gone.
+        ray.init(address=address or "local", logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ResnetCoreError(f"cannot reach the Ray cluster at {address!r} ({reason}): check RAY_ADDRESS, "
@@ -96,40 +105,96 @@ def with_absolute_paths(spec: "StudySpec", cwd: Path) -> "StudySpec":
     return dataclasses.replace(spec, dataset=dataset)
 
 
+def check_tracking(uri: str) -> None:
+    """A tracking server must answer and accept our credentials before anything starts; the driver then
+    leaves retrying to the study (see study/mlflow_server.py)."""
+    from study.mlflow_server import check_server, is_server, use_short_client_retries
+
+    if is_server(uri):
+        check_server(uri)
+        use_short_client_retries()
+
+
+def open_tracker(spec: "StudySpec", uri: str) -> "StudyTracker":
+    """The study's experiment and run; a server that refuses this user write access is a one-line error."""
+    from mlflow.exceptions import MlflowException
+
+    from resnet_core import ResnetCoreError
+    from study.mlflow_server import address, is_server
+    from study.tracking import StudyTracker
+
+    try:
+        return StudyTracker(uri, spec.experiment_name(), spec.name)
+    except MlflowException as error:
+        status = error.get_http_status_code()
+        if not is_server(uri) or status not in (401, 403):
+            raise
+        reason = str(error.message).splitlines()[0] if error.message else error.error_code
+        raise ResnetCoreError(f"the MLflow server at {address(uri)} refused to open experiment "
+                              f"{spec.experiment_name()!r} ({status}: {reason}): check MLFLOW_TRACKING_USERNAME "
+                              "and MLFLOW_TRACKING_PASSWORD, or ask for EDIT permission on it") from None
+
+
+def tracking_unavailable(error: BaseException) -> "BaseException | None":
+    """The :class:`TrackingUnavailable` behind ``error`` (Tune may wrap what its callbacks raise), if any."""
+    from study.mlflow_server import TrackingUnavailable
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TrackingUnavailable):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from resnet_core import ResnetCoreError, load_image_dataset
+    from study.mlflow_server import address, is_server
     from study.spec import load_spec
 
     cwd = Path.cwd()
     try:
         spec = with_absolute_paths(load_spec(args.spec, args.set), cwd)
+        uri = spec.tracking_uri(cwd)
+        check_tracking(uri)
         data = load_image_dataset(spec.dataset.path, dataset=spec.dataset.name, download=spec.dataset.download,
                                   cache_dir=spec.dataset.cache_dir)
         where = connect_ray(None)
         if where == LOCAL:
             check_local_resources(spec)
+        tracker = open_tracker(spec, uri)
     except ResnetCoreError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     from study.runner import run_study
-    from study.tracking import StudyTracker
 
-    tracker = StudyTracker(spec.tracking_uri(cwd), spec.experiment_name(), spec.name)
+    shown = address(uri) if is_server(uri) else uri
     storage = f"{spec.storage_path(cwd).rstrip('/')}/{spec.name}"
     log.info("study %s: %d groups x %d trials on %s; MLflow %s (experiment %s); Ray state in %s", spec.name,
-             len(spec.study_groups()), spec.search.trials_per_group, where, spec.tracking_uri(cwd),
-             spec.experiment_name(), storage)
+             len(spec.study_groups()), spec.search.trials_per_group, where, shown, spec.experiment_name(), storage)
     started = time.perf_counter()
     try:
         results, table = run_study(spec, tracker, storage, data.num_classes, data.train_images.shape[-1])
+        tracker.close()
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to continue the study", file=sys.stderr)
         return 130
-    tracker.close()
+    except Exception as error:
+        away = tracking_unavailable(error)
+        if away is None:
+            raise
+        print(f"{PROG}: error: {away}; start it and run the same command again: the study continues where it "
+              "stopped and logs what is missing", file=sys.stderr)
+        return 1
     print(f"\nStudy {spec.name} finished in {time.perf_counter() - started:.0f} s\n\n{table}\n")
-    print(f"MLflow: mlflow ui --backend-store-uri {spec.tracking_uri(cwd)}  (experiment {spec.experiment_name()})")
+    if is_server(uri):
+        print(f"MLflow: {shown}  (experiment {spec.experiment_name()})")
+    else:
+        print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {spec.experiment_name()})")
     return 0
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from conftest import RAY, REPO, smoke_args, study_env
 from mlflow.tracking import MlflowClient
 
+from study.local_cluster import cluster_env, ray_token
+
 TINY = ("--set", "groups.archs=[resnet20]", "--set", "search.trials_per_group=2", "--set", "search.initial_points=[]",
         "--set", "train.iterations=100", "--set", "train.final_seeds=0")
 
@@ -37,9 +39,12 @@ def _free_port() -> int:
 def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path: Path) -> None:
     port, dashboard = _free_port(), _free_port()
     env = study_env()
+    # Token authentication is on only where RAY_AUTH_MODE=token (or, unset, where a token file already
+    # exists): say so explicitly, with a token generated first, as deploy/README.md does.
+    ray_token()
     start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2"],
-                           capture_output=True, text=True, timeout=180, env=env)
+                           capture_output=True, text=True, timeout=180, env=cluster_env())
     try:
         assert start.returncode == 0, start.stderr[-3000:]
         entrypoint = [sys.executable, "study/run.py", *smoke_args(cifar_subset, *TINY, "--set", "name=job",
