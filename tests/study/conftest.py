@@ -9,7 +9,6 @@ import os
 import pickle
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from resnet_core import load_image_dataset
+from study.local_cluster import free_port  # noqa: F401  (one free-port helper; test_mlflow_server imports it here)
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "study" / "run.py"
@@ -68,12 +68,6 @@ def run_study(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Complet
 
 def smoke_args(data: Path, *extra: str) -> list[str]:
     return ["--spec", str(SMOKE), "--set", f"dataset.path={data}", "--set", "dataset.val_split=1000", *extra]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from conftest import RAY, REPO, smoke_args, study_env
 from mlflow.tracking import MlflowClient
 
-from study.local_cluster import cluster_env, ray_token
+from study.local_cluster import cluster_env, free_port, ray_token
 
 TINY = ("--set", "groups.archs=[resnet20]", "--set", "search.trials_per_group=2", "--set", "search.initial_points=[]",
         "--set", "train.iterations=100", "--set", "train.final_seeds=0")
@@ -30,14 +29,8 @@ def _ray_stop() -> None:
     subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=study_env())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path: Path) -> None:
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     env = study_env()
     # Token authentication is on only where RAY_AUTH_MODE=token (or, unset, where a token file already
     # exists): say so explicitly, with a token generated first, as deploy/README.md does.
