@@ -1,4 +1,9 @@
-"""What every benchmark records next to its figures: hardware, versions, commit, time."""
+"""What every benchmark records next to its figures (hardware, versions, commit, time), and how it times.
+
+Timing follows one rule everywhere: warm up first (caches, cuDNN / oneDNN algorithm choice, compilation),
+then time whole runs of many steps; on CUDA, synchronise before reading the clock (the host runs ahead of
+the device). Figures are the mean and sample standard deviation over runs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,15 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -26,14 +35,50 @@ def environment(device: torch.device) -> dict[str, Any]:
         "commit": commit,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "torchvision": torchvision.__version__,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA, MPS); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def seconds_per_call(work: Callable[[], object], calls: int, device: torch.device) -> float:
+    """Mean wall seconds of ``work()`` over ``calls`` calls, the device's queue drained before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        work()
+    synchronize(device)
+    return (time.perf_counter() - start) / calls
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation; 0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def append_results(name: str, rows: list[dict[str, Any]]) -> Path:

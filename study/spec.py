@@ -26,6 +26,7 @@ import yaml
 
 from resnet_core import ConfigError, ResnetCoreError, TrainConfig, list_models, model_info
 from resnet_core.data.sources import DATASETS
+from resnet_core.engine.step import COMPILE_MODES
 
 SHORTCUTS = ("A", "B", "C")
 SAMPLERS = ("tpe", "random")
@@ -162,9 +163,14 @@ class TrainSpec:
     bf16: bool = False
     momentum: float = 0.9
     normalization: str = "pixel_mean"
+    channels_last: bool | None = None
+    """NHWC memory format; None: on for CUDA and CPU (resnet_core.engine.step)."""
+    compile: str = "none"
+    """torch.compile mode of every trial's model (none, default, reduce-overhead, max-autotune)."""
 
     def __post_init__(self) -> None:
         _at_least("train", self, {"iterations": 1, "eval_every": 1, "final_seeds": 0})
+        _one_of("train.compile", self.compile, COMPILE_MODES)
         for i, fraction in enumerate(self.milestones):
             _require(0 < fraction < 1, f"train.milestones[{i}]={fraction} is not a fraction in (0, 1) of "
                                        "train.iterations (the paper's 32k/48k of 64k are 0.5, 0.75)")
@@ -268,6 +274,7 @@ class StudySpec:
             normalization=train.normalization, batch_size=train.batch_size, lr=float(lr), momentum=train.momentum,
             weight_decay=float(weight_decay), iterations=train.iterations, milestones=train.milestone_iterations(),
             seed=int(seed), device=train.device, eval_every=eval_every, checkpoint_every=eval_every, bf16=train.bf16,
+            channels_last=train.channels_last, compile=train.compile,
         )
 
     def tracking_uri(self, cwd: Path) -> str:

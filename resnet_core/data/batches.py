@@ -102,12 +102,17 @@ class TrainBatches:
         self.batches_per_epoch = len(data) // batch_size
         self._epoch = -1
         self._order = torch.empty(0, dtype=torch.long)
+        self._order_host = self._order
         self._generator = torch.Generator(device=self.device)
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
-            self._order = torch.randperm(len(self.data), generator=generator).to(self.device)
+            order = torch.randperm(len(self.data), generator=generator)
+            if self.device.type == "cuda":  # an asynchronous copy from pinned memory: the host does not wait
+                order = order.pin_memory()
+                self._order_host = order  # kept alive until the copy has run
+            self._order = order.to(self.device, non_blocking=True)
             self._epoch = epoch
         return self._order
 

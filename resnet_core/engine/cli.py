@@ -24,6 +24,7 @@ from resnet_core.engine.checkpoint import CHECKPOINT_NAME
 from resnet_core.engine.config import DATASETS, LR_SCHEDULES, NORMALIZATIONS, PRESETS, TrainConfig
 from resnet_core.engine.distributed import joined_from_environment
 from resnet_core.engine.fit import EvalReport, fit
+from resnet_core.engine.step import COMPILE_MODES
 from resnet_core.errors import ResnetCoreError
 
 PROG = "resnet_core.train"
@@ -92,7 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval-every", type=int, help="iterations between evaluations")
     add("--eval-batch-size", type=int)
     add("--checkpoint-every", type=int, help="iterations between checkpoints")
-    add("--bf16", action="store_true", help="bf16 autocast (CUDA only; the paper trains in fp32)")
+    speed = parser.add_argument_group("execution speed (same computation; bf16 aside)")
+    speed.add_argument("--bf16", action="store_true",
+                       help="bf16 autocast on CUDA or a bf16-capable CPU (the paper trains in fp32)")
+    speed.add_argument("--channels-last", dest="channels_last", action="store_true",
+                       help="NHWC memory format (default: on for CUDA and CPU)")
+    speed.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="NCHW memory format")
+    speed.add_argument("--compile", choices=COMPILE_MODES,
+                       help="torch.compile mode: none (default), default, reduce-overhead (+CUDA graphs), max-autotune")
+    speed.add_argument("--fused-sgd", dest="fused_sgd", action="store_true",
+                       help="one fused SGD kernel (default: on for CUDA)")
+    speed.add_argument("--no-fused-sgd", dest="fused_sgd", action="store_false", help="multi-tensor SGD update")
+    speed.add_argument("--threads", type=int, help="intra-op CPU threads (default: OMP_NUM_THREADS, else this "
+                                                   "process's CPUs)")
     add("--out", help="run directory (default: runs/<arch>)")
     add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_core.data.imagenet_transforms import EVAL_CROPS, PRESETS
+from resnet_core.engine.step import COMPILE_MODES
 from resnet_core.errors import ConfigError
 
 NORMALIZATIONS = ("pixel_mean", "channel")
@@ -49,8 +50,9 @@ IMAGENET_ONLY = ("preset", "image_size", "eval_crops", "workers", "skip_corrupt"
 # Fields a resumed run may change; every other field must match the checkpoint's configuration.
 RESUMABLE_CHANGES = frozenset(
     {"iterations", "epochs", "device", "eval_every", "checkpoint_every", "eval_batch_size", "data", "download",
-     "cache_dir", "workers"}
+     "cache_dir", "workers", "channels_last", "compile", "fused_sgd", "threads"}
 )
+"""Resumable: how long, where and how fast a run executes; not what it computes (bf16 does change that)."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,19 @@ class TrainConfig:
     eval_every: int = 1000
     eval_batch_size: int = 1000
     checkpoint_every: int = 1000
+
+    # --- execution speed (:mod:`resnet_core.engine.step`); none changes the computation except bf16 ---
     bf16: bool = False
-    """bf16 autocast on CUDA; the paper trains in fp32 (off by default)."""
+    """bf16 autocast (CUDA, or CPUs with bf16 instructions); the paper trains in fp32 (off by default)."""
+    channels_last: bool | None = None
+    """NHWC memory format for the convolutions; None: on for CUDA and CPU (measured to pay), off for MPS."""
+    compile: str = "none"
+    """none (eager), or a torch.compile mode: default, reduce-overhead (adds CUDA graphs), max-autotune.
+    Off by default: compiling costs tens of seconds per run, which short study trials do not win back."""
+    fused_sgd: bool | None = None
+    """One fused kernel for the SGD update; None: on for CUDA (where it pays), off elsewhere."""
+    threads: int | None = None
+    """Intra-op CPU threads; None: OMP_NUM_THREADS if set, else the CPUs this process may run on."""
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -171,6 +184,10 @@ class TrainConfig:
             raise ConfigError(f"unknown device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"unknown compile mode {self.compile!r}: use one of {', '.join(COMPILE_MODES)}")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"threads must be a positive number of CPU threads, got {self.threads}")
         if self.shortcut is not None and self.shortcut.upper() not in ("A", "B", "C"):
             raise ConfigError(f"unknown shortcut option {self.shortcut!r}: use A, B or C (paper Table 3)")
         self._check_imagenet_and_schedule()

@@ -8,7 +8,7 @@ the cross-entropy of that average. The model is in inference mode (BN uses its r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -51,15 +51,20 @@ def evaluate(
     device: torch.device,
     group: ProcessGroup,
     autocast: AbstractContextManager[object],
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Scores:
-    """Scores of ``model`` over every rank's ``batches`` (4-D single views or 5-D multi-crop inputs)."""
+    """Scores of ``model`` over every rank's ``batches`` (4-D single views or 5-D multi-crop inputs).
+
+    ``prepare`` puts each 4-D batch into the model's memory format (channels-last, see ``engine.step``).
+    """
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=accumulator_dtype(device), device=device)
     for inputs, labels in batches:
         crops = inputs.shape[1] if inputs.dim() == 5 else 0
+        views = inputs.flatten(0, 1) if crops else inputs
         with autocast:
-            logits = model(inputs.flatten(0, 1) if crops else inputs)
+            logits = model(views if prepare is None else prepare(views))
         logits = logits.float()
         if crops:
             probabilities = logits.softmax(1).unflatten(0, (len(labels), crops)).mean(1)

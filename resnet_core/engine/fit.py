@@ -9,7 +9,6 @@ evaluates at intervals, writes atomic checkpoints, resumes exactly, and runs alo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -31,6 +29,7 @@ from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum, barrier
 from resnet_core.engine.evaluate import accumulator_dtype, evaluate
 from resnet_core.engine.inputs import EvalSet, Inputs, load_inputs
 from resnet_core.engine.schedule import PlateauMonitor, StepSchedule, WarmupMonitor, warmup_enabled
+from resnet_core.engine.step import Execution, TrainStep, sgd
 from resnet_core.errors import CheckpointError, ConfigError
 from resnet_core.models import Shortcut, count_parameters, create_model, model_info
 
@@ -143,11 +142,9 @@ class _Run:
     def __init__(self, config: TrainConfig, data: ImageDataset | ImageFolderIndex | None, group: ProcessGroup) -> None:
         self.group = group
         self.device = resolve_device(config.device, group)
-        if config.bf16 and self.device.type != "cuda":
-            raise ConfigError(f"bf16 autocast is for CUDA devices, this run is on {self.device.type}: drop --bf16")
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
-        )
+        self.execution = Execution.resolve(self.device, channels_last=config.channels_last, compile=config.compile,
+                                           bf16=config.bf16, fused_sgd=config.fused_sgd, threads=config.threads)
+        self.execution.apply_threads()
         self.inputs: Inputs = load_inputs(config, data, group, self.device)
         # Epoch-based lengths become iterations now that the training set's size is known.
         self.config = config = config.with_epochs_resolved(self.inputs.train.batches_per_epoch)
@@ -155,15 +152,17 @@ class _Run:
 
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.inputs.num_classes)
-        self.model.to(self.device)
+        self.execution.prepare_model(self.model)
         self.shortcut = Shortcut.parse(config.shortcut or model_info(config.arch).options["shortcut"]).value
         self.params = count_parameters(self.model)
-        self.trained: nn.Module = (
+        trained: nn.Module = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if group.active else self.model
         )
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        optimizer = sgd(self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                        execution=self.execution)
+        self.train_step = TrainStep(self.model, trained, optimizer, self.execution)
+        self.optimizer = optimizer
         self.schedule = StepSchedule.from_config(config)
         self.warmup = WarmupMonitor(warmup_enabled(config, getattr(self.model, "depth", None)),
                                     config.warmup_until_error, config.warmup_window)
@@ -183,18 +182,11 @@ class _Run:
     def step(self) -> None:
         """One SGD update on batch ``self.iteration``."""
         self.lr = self.current_lr(self.iteration)
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = self.lr
+        self.train_step.set_lr(self.lr)
         inputs, labels = self.batches.batch(self.iteration)
-        with self.autocast:
-            logits = self.trained(inputs)
-        loss = F.cross_entropy(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        with torch.no_grad():
-            errors = (logits.argmax(1) != labels).sum()
-            self.train_sums[0] += loss.detach() * len(labels)
+        loss, errors = self.train_step(inputs, labels)
+        with torch.no_grad():  # device-side sums: read at evaluation (and per warm-up window), never per step
+            self.train_sums[0] += loss * len(labels)
             self.train_sums[1] += errors
             self.train_sums[2] += len(labels)
             if self.warmup.active:
@@ -210,7 +202,8 @@ class _Run:
                          self.config.lr)
 
     def score(self, split: EvalSet) -> tuple[float, float, float]:
-        scores = evaluate(self.model, split.batches(), self.device, self.group, self.autocast)
+        scores = evaluate(self.model, split.batches(), self.device, self.group, self.execution.autocast(),
+                          self.execution.prepare_inputs)
         return scores.loss, scores.error, scores.top5_error
 
     def evaluate(self, seconds: float) -> EvalReport:
@@ -307,6 +300,7 @@ def fit(
                  run.batches.batches_per_epoch, f"{run.inputs.train_images:,}", config.batch_size, run.schedule.base_lr,
                  config.weight_decay, f"milestones {list(config.milestones)}" if config.lr_schedule == "step" else
                  f"lr divided on plateaus of {config.plateau_patience} evaluations", "on" if run.warmup.active else "off")
+        log.info("execution: %s", run.execution.describe())
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     started = time.perf_counter()
 

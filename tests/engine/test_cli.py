@@ -75,6 +75,37 @@ def test_every_flag_reaches_the_config() -> None:
     assert build_parser().parse_args(["--no-warmup"]).warmup is False
 
 
+def test_every_execution_flag_reaches_the_config() -> None:
+    from resnet_core import TrainConfig
+
+    parse = build_parser().parse_args
+    config = TrainConfig.from_dict(vars(parse(["--channels-last", "--compile", "reduce-overhead", "--fused-sgd",
+                                               "--threads", "3", "--bf16"])))
+    assert (config.channels_last, config.compile, config.fused_sgd, config.threads, config.bf16) == (
+        True, "reduce-overhead", True, 3, True)
+    config = TrainConfig.from_dict(vars(parse(["--no-channels-last", "--no-fused-sgd"])))
+    assert (config.channels_last, config.fused_sgd, config.compile) == (False, False, "none")
+    assert TrainConfig.from_dict(vars(parse([]))).channels_last is None  # automatic unless given
+
+
+def test_compiled_run_from_the_command_line(image_tree: Path, tmp_path: Path) -> None:
+    """The flags run end to end: a compiled, channels-last, single-thread CPU run writes its results."""
+    import torch
+
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    try:
+        code = main([*FAST, "--data", str(image_tree), "--cache-dir", str(tmp_path / "cache"), "--iterations", "4",
+                     "--compile", "default", "--channels-last", "--no-fused-sgd", "--threads", "1",
+                     "--out", str(out)])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["compile"], saved["channels_last"], saved["threads"]) == ("default", True, 1)
+    assert json.loads((out / "results.json").read_text())["iterations"] == 4
+
+
 def test_every_imagenet_and_schedule_flag_reaches_the_config() -> None:
     options = vars(build_parser().parse_args([
         "--dataset", "imagenet", "--arch", "resnet50", "--stride-in", "3x3", "--preset", "torchvision",

@@ -84,6 +84,14 @@ def test_train_config_val_split_override_retrains_on_the_full_set() -> None:
     assert spec.train_config(group, lr=0.1, weight_decay=1e-4, seed=1).val_split == 5000
 
 
+def test_execution_options_reach_every_trial() -> None:
+    spec = load_spec(SMOKE, ["train.compile=reduce-overhead", "train.channels_last=false", "train.bf16=true"])
+    config = spec.train_config(spec.study_groups()[0], lr=0.1, weight_decay=1e-4, seed=0)
+    assert (config.compile, config.channels_last, config.bf16) == ("reduce-overhead", False, True)
+    default = load_spec(SMOKE).train_config(spec.study_groups()[0], lr=0.1, weight_decay=1e-4, seed=0)
+    assert (default.compile, default.channels_last, default.bf16) == ("none", None, False)
+
+
 def test_milestones_are_rounded_and_deduplicated_and_eval_every_is_capped() -> None:
     spec = load_spec(SMOKE, ["train.iterations=10", "train.milestones=[0.5, 0.52]", "train.eval_every=50",
                              "search.grace_evals=1"])
@@ -137,6 +145,7 @@ BAD_INPUTS = [
     (["search.trials_per_group=three"], "search.trials_per_group must be an integer"),
     (["train.iterations=true"], "train.iterations must be an integer"),
     (["train.bf16=1"], "train.bf16 must be true or false"),
+    (["train.compile=fast"], "train.compile='fast' is unknown: use one of none, default, reduce-overhead"),
     (["search.lr=0.1"], "search.lr must be a mapping"),
     (["search.lr.high=.nan"], "search.lr.high must be a finite number"),
     (["groups.archs=[]"], "groups.archs is empty"),
