@@ -85,9 +85,12 @@ class Execution:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def apply_threads(self) -> None:
-        """Set the intra-op thread count of this process (CPU work: the model on a CPU, data preparation)."""
+        """Process settings: the intra-op thread count (CPU work: the model on a CPU, data preparation) and,
+        on CUDA, cuDNN's autotuner (batches keep one shape, so the fastest convolution algorithm is found once)."""
         if self.threads is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Move ``model`` to the device in this execution's memory format (in place; returns it)."""
