@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_core.data.imagenet_transforms import EVAL_CROPS, PRESETS
-from resnet_core.engine.step import COMPILE_MODES
+from resnet_core.engine.step import check_options
 from resnet_core.errors import ConfigError
 
 NORMALIZATIONS = ("pixel_mean", "channel")
@@ -184,10 +184,7 @@ class TrainConfig:
             raise ConfigError(f"unknown device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if self.compile not in COMPILE_MODES:
-            raise ConfigError(f"unknown compile mode {self.compile!r}: use one of {', '.join(COMPILE_MODES)}")
-        if self.threads is not None and self.threads <= 0:
-            raise ConfigError(f"threads must be a positive number of CPU threads, got {self.threads}")
+        check_options(compile=self.compile, threads=self.threads)
         if self.shortcut is not None and self.shortcut.upper() not in ("A", "B", "C"):
             raise ConfigError(f"unknown shortcut option {self.shortcut!r}: use A, B or C (paper Table 3)")
         self._check_imagenet_and_schedule()

@@ -142,8 +142,7 @@ class _Run:
     def __init__(self, config: TrainConfig, data: ImageDataset | ImageFolderIndex | None, group: ProcessGroup) -> None:
         self.group = group
         self.device = resolve_device(config.device, group)
-        self.execution = Execution.resolve(self.device, channels_last=config.channels_last, compile=config.compile,
-                                           bf16=config.bf16, fused_sgd=config.fused_sgd, threads=config.threads)
+        self.execution = Execution.for_config(config, self.device)
         self.execution.apply_threads()
         self.inputs: Inputs = load_inputs(config, data, group, self.device)
         # Epoch-based lengths become iterations now that the training set's size is known.
@@ -162,7 +161,6 @@ class _Run:
         optimizer = sgd(self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                         execution=self.execution)
         self.train_step = TrainStep(self.model, trained, optimizer, self.execution)
-        self.optimizer = optimizer
         self.schedule = StepSchedule.from_config(config)
         self.warmup = WarmupMonitor(warmup_enabled(config, getattr(self.model, "depth", None)),
                                     config.warmup_until_error, config.warmup_window)
@@ -230,7 +228,7 @@ class _Run:
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.train_step.optimizer.state_dict(),
             "warmup": {"active": self.warmup.active, "ended_at": self.warmup.ended_at},
             "plateau": self.plateau.state_dict(),
             "train_sums": self.train_sums.cpu(),
@@ -256,7 +254,7 @@ class _Run:
                 f"{self.config.iterations}: raise --iterations to continue it"
             )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_step.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
         self.warmup.active = state["warmup"]["active"]
         self.warmup.ended_at = state["warmup"]["ended_at"]

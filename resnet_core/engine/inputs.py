@@ -28,6 +28,7 @@ from resnet_core.data.imagenet_transforms import ImageSizes, eval_transform, pix
 from resnet_core.data.sources import ImageDataset, load_image_dataset
 from resnet_core.engine.config import TrainConfig
 from resnet_core.engine.distributed import ProcessGroup, barrier, broadcast_object
+from resnet_core.engine.step import affinity_cpus
 from resnet_core.errors import ConfigError
 
 MAX_DEFAULT_WORKERS = 8
@@ -86,11 +87,7 @@ def cifar_inputs(config: TrainConfig, dataset: ImageDataset, group: ProcessGroup
 
 def default_workers() -> int:
     """CPUs this process may use, at most :data:`MAX_DEFAULT_WORKERS`."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
+    return max(1, min(MAX_DEFAULT_WORKERS, affinity_cpus() or os.cpu_count() or 1))
 
 
 def imagenet_inputs(config: TrainConfig, index: ImageFolderIndex, group: ProcessGroup,

@@ -23,13 +23,16 @@ import contextlib
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from resnet_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from resnet_core.engine.config import TrainConfig
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 """``none``: eager. The rest are ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs."""
@@ -53,18 +56,15 @@ class Execution:
         """Fill the automatic choices (None) for ``device`` and refuse combinations it cannot run.
 
         Measured defaults (``benchmarks/train_step.py``): channels-last pays with cuDNN and with oneDNN on
-        CPUs (ResNet-20, batch 128, 2 cores: 1.2x), not on MPS; the fused SGD kernel pays on CUDA and was
+        CPUs (ResNet-20, batch 128, 2 cores: 1.37x), not on MPS; the fused SGD kernel pays on CUDA and was
         slower than the default multi-tensor one on the CPU. Threads: ``OMP_NUM_THREADS`` when set (Ray sets
         it to a worker's CPUs), else the CPUs this process may run on.
         """
-        if compile not in COMPILE_MODES:
-            raise ConfigError(f"unknown compile mode {compile!r}: use one of {', '.join(COMPILE_MODES)}")
+        check_options(compile=compile, threads=threads)
         if bf16 and device.type not in ("cuda", "cpu"):
             raise ConfigError(f"bf16 autocast runs on CUDA or CPU, this run is on {device.type}: drop --bf16")
         if fused_sgd and device.type not in ("cuda", "cpu"):
             raise ConfigError(f"the fused SGD kernel runs on CUDA or CPU, not {device.type}: drop --fused-sgd")
-        if threads is not None and threads <= 0:
-            raise ConfigError(f"threads must be a positive number of CPU threads, got {threads}")
         return cls(
             device=device,
             channels_last=device.type in ("cuda", "cpu") if channels_last is None else channels_last,
@@ -73,6 +73,12 @@ class Execution:
             fused_sgd=device.type == "cuda" if fused_sgd is None else fused_sgd,
             threads=default_threads() if threads is None else threads,
         )
+
+    @classmethod
+    def for_config(cls, config: TrainConfig, device: torch.device) -> Execution:
+        """:meth:`resolve` with the execution fields of a run's config."""
+        return cls.resolve(device, channels_last=config.channels_last, compile=config.compile, bf16=config.bf16,
+                           fused_sgd=config.fused_sgd, threads=config.threads)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -117,6 +123,23 @@ class Execution:
         return ", ".join(parts)
 
 
+def check_options(*, compile: str, threads: int | None) -> None:
+    """The device-independent checks, shared by :class:`~resnet_core.engine.config.TrainConfig` (which runs
+    them on construction, before any device is chosen) and :meth:`Execution.resolve`."""
+    if compile not in COMPILE_MODES:
+        raise ConfigError(f"unknown compile mode {compile!r}: use one of {', '.join(COMPILE_MODES)}")
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"threads must be a positive number of CPU threads, got {threads}")
+
+
+def affinity_cpus() -> int | None:
+    """The CPUs this process may run on (its affinity mask), or None where the OS does not tell (not Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+
+
 def default_threads() -> int | None:
     """``OMP_NUM_THREADS`` when set (it is PyTorch's own default then), else the CPUs this process may use.
 
@@ -125,10 +148,7 @@ def default_threads() -> int | None:
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return None
+    return affinity_cpus()
 
 
 def sgd(model: nn.Module, *, lr: float, momentum: float, weight_decay: float, execution: Execution
@@ -176,4 +196,4 @@ class TrainStep:
         return loss.detach(), errors
 
 
-__all__ = ["COMPILE_MODES", "Execution", "TrainStep", "default_threads", "sgd"]
+__all__ = ["COMPILE_MODES", "Execution", "TrainStep", "affinity_cpus", "check_options", "default_threads", "sgd"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_core import CheckpointError, ConfigError, TrainConfig, fit
+from resnet_core import CheckpointError, TrainConfig, fit
 from resnet_core.engine import checkpoint as checkpoint_module
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 
