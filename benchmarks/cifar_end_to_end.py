@@ -58,13 +58,13 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import append_results, environment, seconds_per_call, spread  # noqa: E402
+from benchmarks.common import append_results, data_file, environment, seconds_per_call, spread  # noqa: E402
 from resnet_core import DataError, ImageDataset, TrainConfig, create_model, fit, load_image_dataset  # noqa: E402
 from resnet_core.data.augment import Normalizer  # noqa: E402
 from resnet_core.data.cache import resolve_cache_dir  # noqa: E402
 from resnet_core.engine.distributed import current_group  # noqa: E402
 from resnet_core.engine.inputs import Inputs, cifar_inputs  # noqa: E402
-from resnet_core.engine.step import Execution, TrainStep, default_threads  # noqa: E402
+from resnet_core.engine.step import Execution, TrainStep, affinity_cpus, default_threads  # noqa: E402
 
 ARCHIVE = "cifar10-jpeg.tar.gz"
 BENCHMARK = "cifar_end_to_end"
@@ -280,9 +280,7 @@ def measure_reference(dataset: ImageDataset, arch: str, cache_root: Path, worker
 def measure_engine(name: str, inputs: Inputs, arch: str, device: torch.device, counts: tuple[int, int, int]
                    ) -> Measurement:
     """Time the engine's step over its on-device CIFAR batches, executed as variant ``name``."""
-    config = variant_config(name, arch, device)
-    execution = Execution.resolve(device, channels_last=config.channels_last, compile=config.compile,
-                                  bf16=config.bf16, fused_sgd=config.fused_sgd, threads=config.threads)
+    execution = Execution.for_config(variant_config(name, arch, device), device)
     torch.compiler.reset()  # each compiled variant pays its own compilation in its warm-up
     torch.manual_seed(0)
     step = TrainStep.create(create_model(arch, num_classes=inputs.num_classes), execution)
@@ -371,20 +369,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def data_path(value: str | None) -> Path | None:
-    """``--data``, else ``$RESNET_DATA_DIR/cifar10-jpeg.tar.gz``, else None."""
-    if value is None and os.environ.get("RESNET_DATA_DIR"):
-        value = os.path.join(os.environ["RESNET_DATA_DIR"], ARCHIVE)
-    return None if value is None else Path(value).expanduser()
-
-
-def cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def fail(message: str) -> NoReturn:
     """End with one line on stderr and exit status 2 (no traceback)."""
     print(f"{BENCHMARK}: {message}", file=sys.stderr)
@@ -394,7 +378,7 @@ def fail(message: str) -> NoReturn:
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    path = data_path(args.data)
+    path = data_file(args.data, ARCHIVE)
     if path is None:
         fail(f"pass --data PATH/{ARCHIVE} or set RESNET_DATA_DIR to the folder holding {ARCHIVE}")
     if not path.exists():
@@ -405,9 +389,10 @@ def main() -> None:
         fail(str(error))
     torch.set_num_threads(default_threads() or torch.get_num_threads())  # the engine's choice, for both pipelines
     iterations = args.iterations or (500 if device.type == "cuda" else 100)
-    workers = min(4, cpus()) if args.reference_workers is None else args.reference_workers
+    cpus = affinity_cpus() or os.cpu_count() or 1
+    workers = min(4, cpus) if args.reference_workers is None else args.reference_workers
     counts = (args.warmup, iterations, args.runs)
-    env = {"benchmark": BENCHMARK, **environment(device), "arch": args.arch, "cpus": cpus(),
+    env = {"benchmark": BENCHMARK, **environment(device), "arch": args.arch, "cpus": cpus,
            "reference_workers": workers}
     print(f"{dataset.description}\n{args.arch} on {device}, batch {BATCH_SIZE}, {args.runs} runs x {iterations} "
           f"iterations after {args.warmup} warm-up; reference: {workers} DataLoader workers", flush=True)

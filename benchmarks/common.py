@@ -47,6 +47,18 @@ def environment(device: torch.device) -> dict[str, Any]:
     return info
 
 
+DATA_ENV = "RESNET_DATA_DIR"
+"""The folder holding the real data archives, when ``--data`` is not given."""
+
+
+def data_file(value: str | None, archive: str) -> Path | None:
+    """``--data`` (``value``), else ``$RESNET_DATA_DIR/<archive>``; None when neither is given."""
+    if value:
+        return Path(value).expanduser()
+    folder = os.environ.get(DATA_ENV)
+    return Path(folder).expanduser() / archive if folder else None
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), else the architecture."""
     try:

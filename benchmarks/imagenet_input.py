@@ -18,7 +18,6 @@ The paper preset's mean image is a constant here (its values do not change the c
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -27,12 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import append_results, environment  # noqa: E402
+from benchmarks.common import append_results, data_file, environment  # noqa: E402
 from resnet_core.data.imagenet import ImageFolderDataset, read_image, scan_image_folders  # noqa: E402
 from resnet_core.data.imagenet_transforms import PRESETS, ImageSizes, train_transform  # noqa: E402
 
@@ -77,15 +75,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: one DataLoader worker)")
     parser.add_argument("--imagenet-sized", action="store_true", help="also time 500x375 re-encoded copies")
     args = parser.parse_args()
-    data = args.data or (os.path.join(os.environ["RESNET_DATA_DIR"], ARCHIVE) if os.environ.get("RESNET_DATA_DIR")
-                         else None)
+    data = data_file(args.data, ARCHIVE)
     if data is None:
         parser.error(f"pass --data PATH/{ARCHIVE} or set RESNET_DATA_DIR to the folder holding it")
     torch.set_num_threads(args.threads)
     index = scan_image_folders(data, cache_dir=args.cache_dir)
     step = max(1, len(index.train) // args.images)  # spread over all classes
     samples = list(index.train[::step][: args.images])
-    env = {**environment(torch.device("cpu")), "torchvision": torchvision.__version__}
+    env = environment(torch.device("cpu"))
     sources = [("tiny-imagenet-10 64x64 JPEG", index.root, samples)]
     with tempfile.TemporaryDirectory() as scratch:
         if args.imagenet_sized:

@@ -51,15 +51,14 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import append_results, environment, spread, synchronize
+from benchmarks.common import DATA_ENV, append_results, data_file, environment, spread, synchronize
 from resnet_core import DataError, ImageDataset, ResnetCoreError, TrainConfig, load_image_dataset
 from resnet_core.engine.distributed import current_group
 from resnet_core.engine.fit import build_model
 from resnet_core.engine.inputs import cifar_inputs
-from resnet_core.engine.step import Execution, TrainStep
+from resnet_core.engine.step import Execution, TrainStep, affinity_cpus
 
 ARCHIVE = "cifar10-jpeg.tar.gz"
-DATA_ENV = "RESNET_DATA_DIR"
 BARRIER_TIMEOUT = 1800.0
 """Seconds a trial waits on the barrier for the slowest one (set-up and compilation of k trials at once);
 the last resort only: the parent breaks the barrier as soon as a trial fails or dies."""
@@ -152,8 +151,7 @@ def _train_and_time(rank: int, config: TrainConfig, load: Loader, plan: Plan,
     device = torch.device(config.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    execution = Execution.resolve(device, channels_last=config.channels_last, compile=config.compile,
-                                  bf16=config.bf16, fused_sgd=config.fused_sgd, threads=config.threads)
+    execution = Execution.for_config(config, device)
     execution.apply_threads()
     torch.manual_seed(config.seed)
     dataset = load()
@@ -268,19 +266,7 @@ def default_threads(device: torch.device, k: int) -> int:
     """CPU threads per trial: the CPUs shared out among the k trials on a CPU, one on a GPU (it only queues)."""
     if device.type != "cpu":
         return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // k)
-
-
-def resolve_data(data: str | None) -> Path | None:
-    """``--data``, else ``$RESNET_DATA_DIR/cifar10-jpeg.tar.gz``; None when neither is given."""
-    if data:
-        return Path(data).expanduser().resolve()
-    folder = os.environ.get(DATA_ENV)
-    return Path(folder).expanduser().resolve() / ARCHIVE if folder else None
+    return max(1, (affinity_cpus() or os.cpu_count() or 1) // k)
 
 
 def summarise(results: Sequence[RunResult]) -> dict[str, float]:
@@ -324,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     variant = args.variant or ("bf16" if device.type == "cuda" else "fp32")
-    data = resolve_data(args.data)
+    data = data_file(args.data, ARCHIVE)
     if data is None or not data.exists():
         print(f"packing: no data: pass --data PATH/{ARCHIVE} or set {DATA_ENV} to the folder holding it"
               + ("" if data is None else f" ({data} does not exist)"), file=sys.stderr)
