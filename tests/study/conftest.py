@@ -73,7 +73,7 @@ def smoke_args(data: Path, *extra: str) -> list[str]:
 @dataclass
 class MlflowServer:
     """``mlflow server`` with basic auth (a test-chosen admin), a SQLite backend and served artifacts, all under
-    ``folder``, on 127.0.0.1:``port``; ``restart()`` stops it and starts it again on the same port and stores."""
+    ``folder``, on 127.0.0.1:``port``; ``stop()`` then ``start()`` restarts it on the same port and stores."""
 
     folder: Path
     port: int
@@ -169,13 +169,6 @@ class MlflowServer:
                 break
         self.process.wait(timeout=10)
         self.process = None
-
-    def restart(self) -> float:
-        """Stop and start again, same port and stores; the seconds the server was away."""
-        away = time.monotonic()
-        self.stop()
-        self.start()
-        return time.monotonic() - away
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text() if self.log_path.exists() else ""
