@@ -29,7 +29,7 @@ from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum, barrier
 from resnet_core.engine.evaluate import accumulator_dtype, evaluate
 from resnet_core.engine.inputs import EvalSet, Inputs, load_inputs
 from resnet_core.engine.schedule import PlateauMonitor, StepSchedule, WarmupMonitor, warmup_enabled
-from resnet_core.engine.step import Execution, TrainStep, sgd
+from resnet_core.engine.step import Execution, TrainStep
 from resnet_core.errors import CheckpointError, ConfigError
 from resnet_core.models import Shortcut, count_parameters, create_model, model_info
 
@@ -151,16 +151,11 @@ class _Run:
 
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.inputs.num_classes)
-        self.execution.prepare_model(self.model)
         self.shortcut = Shortcut.parse(config.shortcut or model_info(config.arch).options["shortcut"]).value
         self.params = count_parameters(self.model)
-        trained: nn.Module = (
-            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if group.active else self.model
-        )
-        optimizer = sgd(self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                        execution=self.execution)
-        self.train_step = TrainStep(self.model, trained, optimizer, self.execution)
+        self.train_step = TrainStep.create(self.model, self.execution, lr=config.lr, momentum=config.momentum,
+                                           weight_decay=config.weight_decay,
+                                           wrap=self._distributed if group.active else None)
         self.schedule = StepSchedule.from_config(config)
         self.warmup = WarmupMonitor(warmup_enabled(config, getattr(self.model, "depth", None)),
                                     config.warmup_until_error, config.warmup_window)
@@ -176,6 +171,10 @@ class _Run:
     # ----------------------------------------------------------------- training
     def current_lr(self, iteration: int) -> float:
         return self.schedule.lr(iteration, self.warmup.active, self.plateau.decays)
+
+    def _distributed(self, model: nn.Module) -> nn.Module:
+        """``model`` wrapped for data-parallel training across the run's processes (gradients all-reduced)."""
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def step(self) -> None:
         """One SGD update on batch ``self.iteration``."""

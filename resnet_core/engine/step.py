@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -171,12 +172,14 @@ class TrainStep:
 
     @classmethod
     def create(cls, model: nn.Module, execution: Execution, *, lr: float = 0.1, momentum: float = 0.9,
-               weight_decay: float = 1e-4) -> TrainStep:
-        """A single-process step over ``model`` (moved to the device, in the execution's memory format)."""
+               weight_decay: float = 1e-4, wrap: Callable[[nn.Module], nn.Module] | None = None) -> TrainStep:
+        """A step over ``model``, moved to the device in the execution's memory format. ``wrap`` makes the
+        module that trains from the moved model (DistributedDataParallel across processes); without it the
+        model trains itself."""
         execution.apply_threads()
         execution.prepare_model(model)
         optimizer = sgd(model, lr=lr, momentum=momentum, weight_decay=weight_decay, execution=execution)
-        return cls(model, model, optimizer, execution)
+        return cls(model, model if wrap is None else wrap(model), optimizer, execution)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
