@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import append_results, environment, seconds_per_call, spread
 from resnet_core import count_parameters, create_model, list_models, model_info
+from resnet_core.data.image_arrays import short_reason
 from resnet_core.engine.step import Execution, TrainStep
 from resnet_core.errors import ConfigError
 
@@ -99,13 +100,6 @@ def fixed_depth_models() -> list[str]:
 def num_classes(name: str) -> int:
     info = model_info(name)
     return int({**info.options, **info.fixed}["num_classes"])
-
-
-def reason(error: BaseException) -> str:
-    """The first line of ``error``, shortened: what a skipped variant prints."""
-    lines = str(error).strip().splitlines()
-    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def free_memory(device: torch.device, *, compiled_code: bool = False) -> None:
@@ -155,7 +149,7 @@ def benchmark_model(name: str, variants: list[Variant], device: torch.device, ba
         try:
             timed.append(warm_up(name, variant, device, inputs, labels, args.warmup))
         except Exception as error:  # noqa: BLE001 -- report the variant and go on with the others
-            failure = reason(error)
+            failure = short_reason(error)
         if failure:  # out of the except block: the traceback, and the model its frames hold, are gone
             print(f"  {variant.name}: skipped, failed in warm-up ({failure})", flush=True)
             free_memory(device)
@@ -166,7 +160,7 @@ def benchmark_model(name: str, variants: list[Variant], device: torch.device, ba
             try:
                 timed[index].runs.append(seconds_per_call(timed[index].work, args.steps, device))
             except Exception as error:  # noqa: BLE001
-                failure = reason(error)
+                failure = short_reason(error)
             if failure:
                 print(f"  {timed.pop(index).variant.name}: skipped, failed while timed ({failure})", flush=True)
                 free_memory(device)
