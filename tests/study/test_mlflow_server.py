@@ -103,6 +103,11 @@ OUTAGE_LIMIT_S = 90.0
 """Longest the server stays stopped: well inside the driver's patience (study.mlflow_server.PATIENCE_S)."""
 
 
+def _outage_warning(url: str) -> str:
+    """What the study's driver logs when it finds the server at ``url`` away (study.mlflow_server)."""
+    return f"MLflow server at {url} is unreachable"
+
+
 @dataclass
 class Served:
     folder: Path
@@ -136,7 +141,7 @@ def _away_until_seen(server: MlflowServer, study: subprocess.Popen, log: Path) -
     server.stop()
     try:
         while time.monotonic() - away < OUTAGE_LIMIT_S and study.poll() is None:
-            if f"MLflow server at {server.url} is unreachable" in log.read_text():
+            if _outage_warning(server.url) in log.read_text():
                 break
             time.sleep(0.5)
         time.sleep(2)  # a retry or two against the stopped server
@@ -148,8 +153,8 @@ def _away_until_seen(server: MlflowServer, study: subprocess.Popen, log: Path) -
 @pytest.fixture(scope="module")
 def served(mlflow_server: MlflowServer, cifar_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Served:
     """The tiny study logging to the server as the admin, credentials in its environment only; once the
-    first evaluation is on the server, the server is stopped until the driver has seen it away, then started again, while the trials
-    go on training and reporting."""
+    first evaluation is on the server, the server is stopped until the driver has seen it away, then started
+    again, while the trials go on training and reporting."""
     folder = tmp_path_factory.mktemp("served")
     command = _study(cifar_subset, "served", mlflow_server.url, *RESTARTED)
     started = time.monotonic()
@@ -218,7 +223,7 @@ def test_a_server_restart_in_the_middle_of_a_study_loses_nothing(served: Served,
     assert served.code == 0, served.output[-4000:]
     driver = "\n".join(_driver_lines(served.output))
     assert "Traceback" not in driver, driver[-4000:]
-    assert f"MLflow server at {mlflow_server.url} is unreachable" in driver  # the outage was seen ...
+    assert _outage_warning(mlflow_server.url) in driver  # the outage was seen ...
     assert "is back after" in driver  # ... and got over
     client = _client(mlflow_server, monkeypatch)
     runs = _trial_runs(client, "served")
