@@ -3,7 +3,8 @@
 Writes into ``--out``: ``config.json`` (the full config), ``metrics.csv`` (one row per evaluation),
 ``checkpoint.pt`` (full state, atomic) and, at the end, ``results.json``. Every mistake a user can make
 (unknown arch, lr <= 0, depth not 6n+2, missing data, a wrong checkpoint) ends with one line on stderr and
-exit code 2; an interrupted run keeps its last checkpoint and resumes with ``--resume``.
+exit code 2. An interrupted run (Ctrl-C: exit code 130, SIGTERM: 143) keeps its last checkpoint, and its last
+line on stderr says which iteration that holds and how to continue (``--resume``), or that none was written yet.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import io
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
-from resnet_core.engine.checkpoint import CHECKPOINT_NAME
+from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnet_core.engine.config import DATASETS, LR_SCHEDULES, NORMALIZATIONS, PRESETS, TrainConfig
 from resnet_core.engine.distributed import joined_from_environment
 from resnet_core.engine.fit import EvalReport, fit
@@ -29,6 +35,8 @@ from resnet_core.errors import ResnetCoreError
 
 PROG = "resnet_core.train"
 CONFIG_NAME, METRICS_NAME, RESULTS_NAME = "config.json", "metrics.csv", "results.json"
+RESUME_FLAG, OUT_FLAG = "--resume", "--out"
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM: what a shell reports for them
 log = logging.getLogger(PROG)
 
 
@@ -93,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval-every", type=int, help="iterations between evaluations")
     add("--eval-batch-size", type=int)
     add("--checkpoint-every", type=int, help="iterations between checkpoints")
+    add("--checkpoint-seconds", type=float, help="also checkpoint once this many seconds have passed since the "
+                                                 "last checkpoint, bounding what an interruption loses (default 0: "
+                                                 "off)")
     speed = parser.add_argument_group("execution speed (same computation; bf16 aside)")
     speed.add_argument("--bf16", action="store_true",
                        help="bf16 autocast on CUDA or a bf16-capable CPU (the paper trains in fp32)")
@@ -106,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-fused-sgd", dest="fused_sgd", action="store_false", help="multi-tensor SGD update")
     speed.add_argument("--threads", type=int, help="intra-op CPU threads (default: OMP_NUM_THREADS, else this "
                                                    "process's CPUs)")
-    add("--out", help="run directory (default: runs/<arch>)")
-    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add(OUT_FLAG, help="run directory (default: runs/<arch>)")
+    add(RESUME_FLAG, action="store_true", help="continue the run in --out from its checkpoint")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -158,12 +169,18 @@ def resolve_config(options: dict[str, Any], out_dir: Path, resume: bool) -> Trai
     return TrainConfig.from_dict(options)
 
 
+def run_directory(options: dict[str, Any]) -> Path:
+    """The ``--out`` of parsed ``options`` (default: ``runs/<arch>``)."""
+    return Path(options.get("out", None) or Path("runs") / options.get("arch", TrainConfig.arch))
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the run directory, and return the contents of ``results.json``."""
     options = vars(build_parser().parse_args(argv))
     progress = options.pop("progress", True)
     resume = options.pop("resume", False)
-    out_dir = Path(options.pop("out", None) or Path("runs") / options.get("arch", TrainConfig.arch))
+    out_dir = run_directory(options)
+    options.pop("out", None)
     config = resolve_config(options, out_dir, resume)
     with joined_from_environment(config.device) as group:  # torchrun: one process per rank
         if group.is_main:  # rank 0 writes the run directory; every rank trains
@@ -186,17 +203,56 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the run stops the same way."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread; the previous handler is restored
+    after it. (Elsewhere than the main thread, where Python cannot set handlers, it changes nothing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> NoReturn:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def interrupted_message(out_dir: Path) -> str:
+    """What an interruption leaves in ``out_dir``: the iteration its checkpoint holds and how to continue from
+    it, or that there is none yet."""
+    path = out_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        return (f"interrupted before any checkpoint was written in '{out_dir}': nothing to resume; rerunning the "
+                "same command starts from the beginning")
+    try:
+        iteration = load_checkpoint(path)["iteration"]
+    except ResnetCoreError as error:
+        return f"interrupted; {error}"
+    return (f"interrupted; '{path}' holds iteration {iteration}: continue with: python -m {PROG} {RESUME_FLAG} "
+            f"{OUT_FLAG} {shlex.quote(str(out_dir))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: 0 when the run completes, 2 on a user mistake, 130 on Ctrl-C and 143 on SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with logging_redirect_tqdm():
+        with sigterm_as_interrupt(), logging_redirect_tqdm():
             run(argv)
     except ResnetCoreError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the last checkpoint is kept: continue with --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        out_dir = run_directory(vars(build_parser().parse_args(argv)))
+        print(f"{PROG}: {interrupted_message(out_dir)}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     return 0

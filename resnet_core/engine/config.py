@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -49,8 +50,8 @@ IMAGENET_ONLY = ("preset", "image_size", "eval_crops", "workers", "skip_corrupt"
 
 # Fields a resumed run may change; every other field must match the checkpoint's configuration.
 RESUMABLE_CHANGES = frozenset(
-    {"iterations", "epochs", "device", "eval_every", "checkpoint_every", "eval_batch_size", "data", "download",
-     "cache_dir", "workers", "channels_last", "compile", "fused_sgd", "threads"}
+    {"iterations", "epochs", "device", "eval_every", "checkpoint_every", "checkpoint_seconds", "eval_batch_size",
+     "data", "download", "cache_dir", "workers", "channels_last", "compile", "fused_sgd", "threads"}
 )
 """Resumable: how long, where and how fast a run executes; not what it computes (bf16 does change that)."""
 
@@ -139,6 +140,10 @@ class TrainConfig:
     eval_every: int = 1000
     eval_batch_size: int = 1000
     checkpoint_every: int = 1000
+    checkpoint_seconds: float = 0.0
+    """Also write a checkpoint once this many seconds of wall time have passed since the last one was written
+    (or since the run started or resumed); 0: only every ``checkpoint_every`` iterations. Not from the paper:
+    it only bounds what an interruption loses when evaluations (and their checkpoints) are far apart."""
 
     # --- execution speed (:mod:`resnet_core.engine.step`); none changes the computation except bf16 ---
     bf16: bool = False
@@ -160,6 +165,10 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
+            raise ConfigError(f"checkpoint_seconds must be a finite number of seconds >= 0, got "
+                              f"{self.checkpoint_seconds}: use e.g. 600, or 0 for checkpoints every "
+                              "checkpoint_every iterations only")
         for name in ("lr", "warmup_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)} (the paper uses 0.1 / 0.01)")

@@ -3,7 +3,8 @@
 It trains a registered model with the paper's recipes -- CIFAR (He et al. 2015, Sec. 4.2: SGD, momentum
 0.9, weight decay 1e-4, batch 128, step schedule counted in iterations, warm-up for depth >= 110) and
 ImageNet (Sec. 3.4: batch 256, lr 0.1 divided by 10 when the error plateaus, top-1 and top-5 error) --,
-evaluates at intervals, writes atomic checkpoints, resumes exactly, and runs alone or under
+evaluates at intervals, writes atomic checkpoints (every so many iterations and, optionally, every so many
+seconds of wall time), resumes exactly from any of them, and runs alone or under
 ``torch.distributed`` (data sharded by rank, gradients averaged by DDP, metrics summed across ranks).
 """
 
@@ -23,7 +24,13 @@ from tqdm.auto import tqdm
 
 from resnet_core.data.imagenet import ImageFolderIndex
 from resnet_core.data.sources import ImageDataset
-from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from resnet_core.engine.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from resnet_core.engine.config import RESUMABLE_CHANGES, TrainConfig
 from resnet_core.engine.distributed import ProcessGroup, all_reduce_sum, barrier, broadcast_buffers, current_group
 from resnet_core.engine.evaluate import accumulator_dtype, evaluate
@@ -66,6 +73,24 @@ class EvalReport:
 
 
 Callback = Callable[[EvalReport], None]
+
+
+@dataclass(frozen=True)
+class CheckpointWritten:
+    """A checkpoint written at an iteration that is not an evaluation (by ``checkpoint_every`` or
+    ``checkpoint_seconds``); evaluations carry theirs in :attr:`EvalReport.checkpoint` instead."""
+
+    iteration: int
+    path: str
+    """Path of the checkpoint file (rank 0 wrote it; every rank is told, after the barrier)."""
+
+
+CheckpointCallback = Callable[[CheckpointWritten], None]
+
+TIME_CHECK_EVERY = 25
+"""Iterations between two looks at the clock for ``checkpoint_seconds``. Under torch.distributed the ranks
+agree at these iterations only (one 1-element all-reduce of rank 0's verdict, a host sync), so a time-based
+checkpoint lands on a multiple of it, up to ``TIME_CHECK_EVERY`` iterations after it fell due."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +262,13 @@ class _Run:
             "seconds": seconds,
         }
 
+    def save(self, path: Path, seconds: float) -> None:
+        """Write the checkpoint (rank 0, with its BN statistics on every rank) and wait until it is on disk."""
+        broadcast_buffers(self.model, self.group)
+        if self.group.is_main:
+            save_checkpoint(path, self.state_dict(seconds))
+        barrier(self.group)
+
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
         saved = TrainConfig.from_dict(state["config"])
         changed = {key: values for key, values in self.config.changes_from(saved).items()
@@ -267,6 +299,34 @@ class _Run:
         self.lr = self.current_lr(max(self.iteration - 1, 0))
 
 
+class _CheckpointClock:
+    """Says when ``checkpoint_seconds`` of wall time have passed since the last checkpoint, by rank 0's clock.
+
+    It looks only every :data:`TIME_CHECK_EVERY` iterations; under torch.distributed every rank then takes rank
+    0's verdict (a summed 1-element flag), so all of them checkpoint at the same iteration.
+    """
+
+    def __init__(self, seconds: float, group: ProcessGroup, device: torch.device) -> None:
+        self.seconds = seconds
+        self.group = group
+        self.device = device
+        self.last = time.monotonic()
+
+    def restart(self) -> None:
+        """A checkpoint was just written: count from now."""
+        self.last = time.monotonic()
+
+    def due(self, iteration: int) -> bool:
+        """Whether a time-based checkpoint is due after ``iteration`` (the same answer on every rank)."""
+        if self.seconds <= 0 or iteration % TIME_CHECK_EVERY != 0:
+            return False
+        late = self.group.is_main and time.monotonic() - self.last >= self.seconds
+        if not self.group.active:
+            return late
+        flag = torch.tensor([1.0 if late else 0.0], device=self.device)
+        return all_reduce_sum(flag, self.group).item() > 0
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -274,14 +334,18 @@ def fit(
     out_dir: Path | None = None,
     resume_from: Path | None = None,
     callbacks: Sequence[Callback] = (),
+    checkpoint_callbacks: Sequence[CheckpointCallback] = (),
     progress: bool = False,
 ) -> FitResult:
     """Train ``config.arch`` as ``config`` says and return the model, its history and final figures.
 
     ``data`` skips reading ``config.data``: an in-memory CIFAR-style set, or a scanned ImageNet folder
     (:func:`~resnet_core.data.imagenet.scan_image_folders`) for ``dataset="imagenet"``. ``out_dir`` receives
-    ``checkpoint.pt`` every ``checkpoint_every`` iterations and at the end (rank 0 writes).
-    ``resume_from`` continues from a checkpoint exactly. Each evaluation is passed to every callback.
+    ``checkpoint.pt`` every ``checkpoint_every`` iterations, when ``checkpoint_seconds`` have passed since the
+    last one (looked at every :data:`TIME_CHECK_EVERY` iterations), and at the end (rank 0 writes).
+    ``resume_from`` continues from a checkpoint exactly. Each evaluation is passed to every callback (with the
+    checkpoint written at it, if any); each checkpoint written between evaluations is passed, on every rank, to
+    every checkpoint callback.
     """
     check_model_options(config)
     group = current_group()
@@ -299,6 +363,7 @@ def fit(
                  f"lr divided on plateaus of {config.plateau_patience} evaluations", "on" if run.warmup.active else "off")
         log.info("execution: %s", run.execution.describe())
     checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    clock = _CheckpointClock(config.checkpoint_seconds if checkpoint_path is not None else 0.0, group, run.device)
     started = time.perf_counter()
 
     def seconds() -> float:
@@ -323,13 +388,16 @@ def fit(
                              report.iteration, report.lr, report.train_error, report.test_error,
                              report.test_top5_error, "" if report.val_error is None else
                              f", val error {report.val_error:.2f}%")
-            if checkpoint_path is not None and (run.iteration % config.checkpoint_every == 0 or done):
-                broadcast_buffers(run.model, group)
-                if group.is_main:
-                    save_checkpoint(checkpoint_path, run.state_dict(seconds()))
-                barrier(group)
+            scheduled = run.iteration % config.checkpoint_every == 0 or done
+            if checkpoint_path is not None and (scheduled or clock.due(run.iteration)):
+                run.save(checkpoint_path, seconds())
+                clock.restart()
                 if report is not None:
                     report = EvalReport(**{**asdict(report), "checkpoint": str(checkpoint_path)})
+                else:
+                    written = CheckpointWritten(run.iteration, str(checkpoint_path))
+                    for checkpoint_callback in checkpoint_callbacks:
+                        checkpoint_callback(written)
             if report is not None:
                 for callback in callbacks:
                     callback(report)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from resnet_core.engine.cli import build_parser, main
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--arch", "cifar_resnet", "--depth", "8", "--batch-size", "32", "--device", "cpu", "--no-progress",
         "--eval-every", "5"]
+ONE_THREAD = ["--threads", "1"]  # a subprocess beside pytest (and whatever else runs) on a 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +34,32 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "resnet_core.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def _interrupted_cli(*args: str, cwd: Path, ready: Callable[[str], bool], sig: signal.Signals) -> tuple[int, str]:
+    """Start the CLI, send it ``sig`` once ``ready(stderr so far)`` holds, and return its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = cwd / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "resnet_core.train", *args], cwd=cwd, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while not ready(log.read_text()):
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            process.send_signal(sig)
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return code, log.read_text()
+
+
+def _last_line(stderr: str) -> str:
+    return [line for line in stderr.splitlines() if line.strip()][-1]
 
 
 def test_run_directory_contents_and_resume(image_tree: Path, tmp_path: Path) -> None:
@@ -62,7 +93,7 @@ def test_every_flag_reaches_the_config() -> None:
         "--batch-size", "64", "--lr", "0.05", "--momentum", "0.8", "--weight-decay", "5e-4",
         "--iterations", "100", "--milestones", "50,75", "--lr-decay", "0.2", "--warmup", "--warmup-lr", "0.02",
         "--seed", "3", "--device", "cpu", "--eval-every", "10", "--eval-batch-size", "500",
-        "--checkpoint-every", "20", "--bf16", "--out", "o", "--resume", "--no-progress",
+        "--checkpoint-every", "20", "--checkpoint-seconds", "90", "--bf16", "--out", "o", "--resume", "--no-progress",
     ])
     options = vars(args)
     assert (options.pop("out"), options.pop("resume"), options.pop("progress")) == ("o", True, False)
@@ -72,6 +103,7 @@ def test_every_flag_reaches_the_config() -> None:
     assert config.shortcut == "B" and config.milestones == (50, 75) and config.warmup is True
     assert (config.dataset, config.download, config.augment, config.bf16) == ("cifar100", False, False, True)
     assert (config.val_split, config.normalization, config.lr_decay, config.warmup_lr) == (5000, "channel", 0.2, 0.02)
+    assert (config.checkpoint_every, config.checkpoint_seconds) == (20, 90.0)
     assert build_parser().parse_args(["--no-warmup"]).warmup is False
 
 
@@ -132,6 +164,7 @@ def test_every_imagenet_and_schedule_flag_reaches_the_config() -> None:
         (["--arch", "resnet21"], "unknown architecture 'resnet21'"),
         (["--lr", "0"], "lr must be > 0"),
         (["--lr", "-1"], "lr must be > 0"),
+        (["--checkpoint-seconds", "-5"], "checkpoint_seconds must be a finite number of seconds >= 0"),
         (["--arch", "cifar_resnet", "--depth", "25"], "depth 25 is not 6n+2"),
         (["--data", "does/not/exist", "--no-download"], "does/not/exist"),
         (["--iterations", "ten"], "invalid int value"),
@@ -149,3 +182,42 @@ def test_user_mistakes_get_one_line_and_exit_code_2(args: list[str], message: st
     lines = [line for line in result.stderr.splitlines() if line.strip() and "error" in line]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
+
+
+def test_interrupt_names_the_checkpoint_and_the_printed_command_resumes(image_tree: Path, tmp_path: Path) -> None:
+    """Ctrl-C after a time-based checkpoint: exit 130, the last line names the iteration the checkpoint holds
+    and the command that continues the run, and that command (with a shorter budget) completes."""
+    out = tmp_path / "run"
+    code, stderr = _interrupted_cli(
+        *FAST, *ONE_THREAD, "--data", str(image_tree), "--cache-dir", str(tmp_path / "cache"), "--iterations", "100000",
+        "--eval-every", "100000", "--checkpoint-every", "100000", "--checkpoint-seconds", "0.001", "--out", str(out),
+        cwd=tmp_path, ready=lambda _: (out / "checkpoint.pt").exists(), sig=signal.SIGINT)
+    assert code == 130, stderr
+    iteration = load_checkpoint(out / "checkpoint.pt")["iteration"]
+    last = _last_line(stderr)
+    assert f"holds iteration {iteration}: continue with: " in last and "--resume" in last, stderr
+    command = shlex.split(last.split("continue with: ")[1])
+    assert command[:3] == ["python", "-m", "resnet_core.train"] and "--resume" in command
+
+    resumed = _cli(*command[3:], "--iterations", str(iteration + 3), "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "results.json").read_text())["iterations"] == iteration + 3
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_before_any_checkpoint_says_so(sig: signal.Signals, code: int, image_tree: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    returncode, stderr = _interrupted_cli(
+        *FAST, *ONE_THREAD, "--data", str(image_tree), "--cache-dir", str(tmp_path / "cache"), "--iterations", "100000",
+        "--eval-every", "100000", "--checkpoint-every", "100000", "--out", str(out),
+        cwd=tmp_path, ready=lambda text: "training cifar_resnet" in text, sig=sig)
+    assert returncode == code, stderr
+    assert "Traceback" not in stderr and not (out / "checkpoint.pt").exists()
+    assert "before any checkpoint was written" in _last_line(stderr) and "from the beginning" in _last_line(stderr)
+
+
+def test_main_puts_the_previous_sigterm_handler_back(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["--lr", "0", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resnet_core import ConfigError, TrainConfig
+from resnet_core.engine.config import RESUMABLE_CHANGES
 
 
 def test_defaults_are_the_paper_recipe() -> None:
@@ -101,3 +102,18 @@ def test_imagenet_and_schedule_mistakes_fail_with_one_line(values: dict[str, obj
     with pytest.raises(ConfigError, match=message) as error:
         TrainConfig.from_dict(values)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("seconds", [-1.0, float("nan"), float("inf"), "600", True])
+def test_checkpoint_seconds_must_be_finite_and_not_negative(seconds: object) -> None:
+    with pytest.raises(ConfigError, match="^checkpoint_seconds must be") as error:
+        TrainConfig.from_dict({"checkpoint_seconds": seconds})
+    assert "\n" not in str(error.value)
+
+
+def test_checkpoint_seconds_is_a_resumable_float() -> None:
+    assert TrainConfig().checkpoint_seconds == 0.0  # off: checkpoints every checkpoint_every iterations only
+    config = TrainConfig.from_dict({"checkpoint_seconds": 600})  # JSON / YAML integers are accepted
+    assert config.checkpoint_seconds == 600.0 and isinstance(config.checkpoint_seconds, float)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert "checkpoint_seconds" in RESUMABLE_CHANGES  # it changes when checkpoints are written, not the result

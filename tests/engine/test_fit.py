@@ -3,6 +3,7 @@ uninterrupted one exactly."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from resnet_core import CheckpointError, TrainConfig, fit
 from resnet_core.engine import checkpoint as checkpoint_module
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from resnet_core.engine.fit import TIME_CHECK_EVERY, CheckpointWritten
 
 FAST = dict(arch="cifar_resnet", depth=8, batch_size=32, device="cpu", eval_every=5, checkpoint_every=5)
 
@@ -87,6 +89,54 @@ def test_resume_between_evaluations_keeps_running_metrics(tiny_dataset, tmp_path
     assert [(r.iteration, r.train_error, r.train_loss) for r in resumed.history] == [
         (r.iteration, r.train_error, r.train_loss) for r in uninterrupted.history
     ]
+
+
+def test_checkpoints_between_evaluations_reach_the_checkpoint_callbacks(tiny_dataset, tmp_path: Path) -> None:
+    """Checkpoints at evaluations travel in EvalReport.checkpoint; the others go to the checkpoint callbacks."""
+    config = TrainConfig(**{**FAST, "iterations": 12, "eval_every": 6, "checkpoint_every": 4})
+    evaluations: list = []
+    written: list[CheckpointWritten] = []
+    fit(config, data=tiny_dataset, out_dir=tmp_path, callbacks=[evaluations.append],
+        checkpoint_callbacks=[written.append])
+    path = str(tmp_path / CHECKPOINT_NAME)
+    assert written == [CheckpointWritten(4, path), CheckpointWritten(8, path)]
+    assert [(r.iteration, r.checkpoint) for r in evaluations] == [(6, None), (12, path)]
+
+
+def test_time_based_checkpoint_between_evaluations_resumes_exactly(tiny_dataset, tmp_path: Path) -> None:
+    """checkpoint_seconds writes a checkpoint at the first clock check (not an evaluation, mid warm-up window);
+    the run resumed from it ends with the uninterrupted run's weights and history."""
+    config = TrainConfig(**{**FAST, "iterations": TIME_CHECK_EVERY + 5, "eval_every": 10, "checkpoint_every": 1000,
+                            "checkpoint_seconds": 1e-6, "warmup": True, "warmup_window": TIME_CHECK_EVERY + 5})
+    uninterrupted = fit(config, data=tiny_dataset)
+    kept = tmp_path / "kept"
+
+    def keep(written: CheckpointWritten) -> None:  # later checkpoints overwrite the file: copy this one
+        kept.mkdir()
+        shutil.copy(written.path, kept / CHECKPOINT_NAME)
+
+    seen: list[CheckpointWritten] = []
+    fit(config, data=tiny_dataset, out_dir=tmp_path / "run", checkpoint_callbacks=[seen.append, keep])
+    assert seen == [CheckpointWritten(TIME_CHECK_EVERY, str(tmp_path / "run" / CHECKPOINT_NAME))]
+    assert TIME_CHECK_EVERY % config.eval_every != 0  # the premise: it falls between evaluations
+    state = load_checkpoint(kept / CHECKPOINT_NAME)
+    assert state["iteration"] == TIME_CHECK_EVERY and len(state["history"]) == TIME_CHECK_EVERY // 10
+    assert state["train_sums"][2] == 5 * 32 and state["window_sums"][1] == TIME_CHECK_EVERY * 32  # partial sums
+
+    resumed = fit(config, data=tiny_dataset, resume_from=kept / CHECKPOINT_NAME)
+    assert _same_weights(uninterrupted.model, resumed.model)
+    assert [{**r.row(), "seconds": 0} for r in resumed.history] == [
+        {**r.row(), "seconds": 0} for r in uninterrupted.history
+    ]
+    assert [r.iteration for r in resumed.history] == [10, 20, 30]
+    assert resumed.warmup_ended_at == uninterrupted.warmup_ended_at
+
+
+def test_no_time_based_checkpoint_without_checkpoint_seconds(tiny_dataset, tmp_path: Path) -> None:
+    seen: list[CheckpointWritten] = []
+    config = TrainConfig(**{**FAST, "iterations": TIME_CHECK_EVERY, "eval_every": 1000, "checkpoint_every": 1000})
+    fit(config, data=tiny_dataset, out_dir=tmp_path, checkpoint_callbacks=[seen.append])
+    assert seen == [] and load_checkpoint(tmp_path / CHECKPOINT_NAME)["iteration"] == TIME_CHECK_EVERY
 
 
 def test_checkpoint_round_trip_holds_the_full_state(tiny_dataset, tmp_path: Path) -> None:
