@@ -16,31 +16,53 @@ SPACE = search_space((0.01, 1.0), (1e-5, 1e-3))
 
 
 def test_searcher_serves_each_group_its_own_budget_in_turn(tmp_path: Path) -> None:
-    searcher = GroupedSearcher(SPACE, {"resnet20-A": 2, "plain20": 1}, seed=0,
+    searcher = GroupedSearcher(SPACE, {"resnet20-A": 2, "plain20": 1}, full_iterations=100, seed=0,
                                initial_points=[{"lr": 0.1, "weight_decay": 1e-4}])
     suggestions = [searcher.suggest(f"t{i}") for i in range(3)]
     assert [s["group"] for s in suggestions] == ["resnet20-A", "plain20", "resnet20-A"]
     assert suggestions[0]["lr"] == 0.1 and suggestions[1]["lr"] == 0.1  # initial point first in every group
     assert 0.01 <= suggestions[2]["lr"] <= 1.0 and 1e-5 <= suggestions[2]["weight_decay"] <= 1e-3
     assert searcher.suggest("t3") == GroupedSearcher.FINISHED
-    searcher.on_trial_complete("t0", {"val_error": 40.0})
-    searcher.on_trial_complete("t1", {"val_error": math.nan})  # diverged: reported as an error, no crash
+    searcher.on_trial_complete("t0", {"val_error": 40.0, "iteration": 100, "train_loss": 1.0})
+    searcher.on_trial_complete("t1", {"val_error": math.nan, "iteration": 50, "train_loss": math.nan})  # diverged
     searcher.save(str(tmp_path / "searcher.pkl"))
-    restored = GroupedSearcher(SPACE, {"resnet20-A": 2, "plain20": 1})
+    restored = GroupedSearcher(SPACE, {"resnet20-A": 2, "plain20": 1}, full_iterations=100)
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.suggested == {"resnet20-A": 2, "plain20": 1}
     assert restored.suggest("t4") == GroupedSearcher.FINISHED
+    assert restored.states() == {"t0": "COMPLETE", "t1": "PRUNED", "t2": "RUNNING"}  # the study survives a resume
+
+
+def test_searcher_tells_optuna_pruned_complete_and_failed_by_engine_iterations() -> None:
+    searcher = GroupedSearcher(SPACE, {"g": 4}, full_iterations=100, seed=0)
+    for index in range(4):
+        searcher.suggest(f"t{index}")
+    evaluation = {"train_loss": 1.0, "val_error": 50.0}
+    searcher.on_trial_result("t0", {**evaluation, "iteration": 50})
+    searcher.on_trial_result("t0", {"iteration": 70})  # a checkpoint between evaluations: no value
+    searcher.on_trial_result("t0", {**evaluation, "iteration": 50})  # repeated after a resume: told once
+    searcher.on_trial_complete("t0", {**evaluation, "iteration": 50})  # stopped by the scheduler at 50 of 100
+    searcher.on_trial_complete("t1", {**evaluation, "iteration": 100})  # the full budget
+    searcher.on_trial_complete("t2", {**evaluation, "iteration": 30}, error=True)  # raised
+    searcher.on_trial_complete("t3", {**evaluation, "val_error": 20.0, "iteration": 100})
+    assert searcher.states() == {"t0": "PRUNED", "t1": "COMPLETE", "t2": "FAIL", "t3": "COMPLETE"}
+    trials = searcher.studies["g"].trials
+    assert trials[0].intermediate_values == {50: 50.0}  # the pruned trial keeps its curve for TPE
+    assert trials[1].value == 50.0 and trials[3].value == 20.0 and trials[2].value is None
+    assert searcher.studies["g"].best_trial.number == 3
 
 
 def test_scheduler_stops_diverged_and_chance_level_trials_and_keeps_groups_apart() -> None:
-    scheduler = GroupedScheduler(["a", "b"], max_reports=4, grace_reports=1, reduction_factor=2, chance_error=88.0)
+    scheduler = GroupedScheduler(["a", "b"], max_iterations=400, grace_iterations=100, reduction_factor=2,
+                                 chance_error=88.0)
     assert set(scheduler.asha) == {"a", "b"} and scheduler.asha["a"] is not scheduler.asha["b"]
-    assert scheduler._hopeless({"train_loss": math.nan, "val_error": 50.0, "training_iteration": 1})
-    assert scheduler._hopeless({"train_loss": 2.3, "val_error": 90.2, "training_iteration": 1})
-    assert not scheduler._hopeless({"train_loss": 2.3, "val_error": 90.2, "training_iteration": 0})
-    assert not scheduler._hopeless({"train_loss": 1.5, "val_error": 60.0, "training_iteration": 3})
-    assert GroupedScheduler(["a"], max_reports=4, grace_reports=1, reduction_factor=2, chance_error=88.0,
+    assert scheduler._hopeless({"train_loss": math.nan, "val_error": 50.0, "iteration": 100})
+    assert scheduler._hopeless({"train_loss": 2.3, "val_error": 90.2, "iteration": 100})
+    assert not scheduler._hopeless({"train_loss": 2.3, "val_error": 90.2, "iteration": 50})
+    assert not scheduler._hopeless({"train_loss": 1.5, "val_error": 60.0, "iteration": 300})
+    assert GroupedScheduler(["a"], max_iterations=400, grace_iterations=100, reduction_factor=2, chance_error=88.0,
                             use_asha=False).asha == {}
+    assert scheduler.asha["a"]._time_attr == "iteration" and scheduler.asha["a"]._max_t == 400  # engine iterations
 
 
 def _result(group: str, depth: int, residual: bool, shortcut: str | None, tests: tuple[float, ...]) -> GroupResult:
