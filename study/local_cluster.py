@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from study.ray_token import ensure_private_token
+
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 120.0
 
@@ -37,9 +39,10 @@ def free_port() -> int:
 
 
 def ray_token() -> str:
-    """The cluster token of ``~/.ray/auth_token``, generated first if there is none."""
-    done = subprocess.run([RAY, "get-auth-token", "--generate"], capture_output=True, text=True, timeout=60,
-                          check=True, env=cluster_env())
+    """The cluster token of ``~/.ray/auth_token``, generated first (readable by its owner only) if there is none."""
+    ensure_private_token()
+    done = subprocess.run([RAY, "get-auth-token"], capture_output=True, text=True, timeout=60, check=True,
+                          env=cluster_env())
     return done.stdout.strip().splitlines()[-1]
 
 
