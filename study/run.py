@@ -5,7 +5,12 @@ it answers and accepts the credentials in ``MLFLOW_TRACKING_USERNAME`` / ``MLFLO
 the data (each a one-line error, exit code 2, before Ray starts), connects to the Ray cluster named by
 ``RAY_ADDRESS`` (set by ``ray job submit``) or starts a local Ray, logs to MLflow (a local SQLite file by
 default), runs the search and the final retraining, and prints the report. Re-running the same command
-continues an interrupted study of the same name.
+continues an interrupted study of the same name; resuming with other search-relevant values is refused.
+
+Exit codes: 0 finished; 2 a mistake in the command, spec or data (one line, nothing started); 130 / 143
+interrupted by SIGINT / SIGTERM (``ray job stop`` sends SIGTERM): the running trials stop at their last
+checkpoint, every MLflow run of the study ends KILLED, and one line says how far it got and how to resume;
+1 an error: the study's runs end FAILED.
 """
 
 from __future__ import annotations
@@ -21,15 +26,21 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import shlex  # noqa: E402
+import signal  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
+
+from study.stop_signals import StopSignals, StudyInterrupted  # noqa: E402
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
     from study.tracking import StudyTracker
 
 PROG = "study/run.py"
+PROG_PATH = sys.argv[0] if sys.argv and sys.argv[0].endswith("run.py") else str(Path(__file__).resolve())
+"""The script as it was started (for the resume command)."""
 LOCAL = "a local Ray"
 log = logging.getLogger("study")
 
@@ -56,6 +67,10 @@ def connect_ray(address: str | None) -> str:
         from study.ray_address import check_reachable
 
         check_reachable(address)  # seconds, where ray.init would wait minutes for a cluster that is not there
+    else:
+        from study.ray_token import ensure_private_token
+
+        ensure_private_token()  # a local Ray turns token authentication on and would write the token world-readable
     try:
         # The dashboard stays on (bound to 127.0.0.1): Ray Train's clean-up of stopped trials asks its
         # state API whether a trial's controller is gone; without it, stopped trials leak their workers.
@@ -149,27 +164,66 @@ def tracking_unavailable(error: BaseException) -> "BaseException | None":
     return None
 
 
+def planned_trials(spec: "StudySpec") -> int:
+    """Every trial of a study: the search's trials and the final retrainings of each group."""
+    groups = len(spec.study_groups())
+    return groups * (spec.search.trials_per_group + spec.train.final_seeds)
+
+
+def resume_command(argv: Sequence[str], cwd: Path) -> str:
+    """The command that continues this study: the same interpreter, script and arguments, from the same folder."""
+    return f"cd {shlex.quote(str(cwd))} && {shlex.join([sys.executable, *argv])}"
+
+
+def check_resumable(spec: "StudySpec", uri: str) -> None:
+    """Resuming a study whose search-relevant values changed is a one-line error (before anything starts)."""
+    from study.spec import check_resumable as check
+    from study.tracking import stored_spec
+
+    check(stored_spec(uri, spec.experiment_name(), spec.name), spec)
+
+
+def signal_name(number: int) -> str:
+    return signal.Signals(number).name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with StopSignals() as signals:
+        return _main(sys.argv[1:] if argv is None else list(argv), signals)
+
+
+def _main(argv: list[str], signals: StopSignals) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import optuna
+
     from resnet_core import ResnetCoreError, load_image_dataset
     from study.mlflow_server import address, is_server
     from study.spec import load_spec
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study created is noise
+    # A trial reports checkpoints written between evaluations without metrics; Tune would refuse such a report.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     cwd = Path.cwd()
     try:
         spec = with_absolute_paths(load_spec(args.spec, args.set), cwd)
         uri = spec.tracking_uri(cwd)
         check_tracking(uri)
+        check_resumable(spec, uri)
         data = load_image_dataset(spec.dataset.path, dataset=spec.dataset.name, download=spec.dataset.download,
                                   cache_dir=spec.dataset.cache_dir)
+        signals.check()
         where = connect_ray(None)
+        signals.reclaim()
         if where == LOCAL:
             check_local_resources(spec)
         tracker = open_tracker(spec, uri)
     except ResnetCoreError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except StudyInterrupted as stop:
+        print(f"{PROG}: interrupted by {signal_name(stop.signal_number)} before the study started", file=sys.stderr)
+        return stop.exit_code
     from study.runner import run_study
 
     shown = address(uri) if is_server(uri) else uri
@@ -178,17 +232,26 @@ def main(argv: Sequence[str] | None = None) -> int:
              len(spec.study_groups()), spec.search.trials_per_group, where, shown, spec.experiment_name(), storage)
     started = time.perf_counter()
     try:
-        results, table = run_study(spec, tracker, storage, data.num_classes, data.train_images.shape[-1])
+        results, table = run_study(spec, tracker, storage, data.num_classes, data.train_images.shape[-1], signals)
         tracker.close()
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to continue the study", file=sys.stderr)
-        return 130
+    except (StudyInterrupted, KeyboardInterrupt) as stop:
+        number = getattr(stop, "signal_number", None) or signals.received or signal.SIGINT
+        tracker.end_study("KILLED")
+        print(f"{PROG}: interrupted by {signal_name(number)} after {tracker.trials_finished()} of "
+              f"{planned_trials(spec)} trials; resume with: {resume_command([PROG_PATH, *argv], cwd)}",
+              file=sys.stderr)
+        return 128 + number
     except Exception as error:
         away = tracking_unavailable(error)
-        if away is None:
-            raise
-        print(f"{PROG}: error: {away}; start it and run the same command again: the study continues where it "
-              "stopped and logs what is missing", file=sys.stderr)
+        if away is not None:
+            print(f"{PROG}: error: {away}; start it and run the same command again: the study continues where it "
+                  "stopped and logs what is missing", file=sys.stderr)
+            return 1
+        log.exception("the study failed")
+        tracker.end_study("FAILED")
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"{PROG}: error: the study failed ({type(error).__name__}: {reason}); its MLflow runs are FAILED; "
+              f"what finished is kept: fix the cause and run the same command again", file=sys.stderr)
         return 1
     print(f"\nStudy {spec.name} finished in {time.perf_counter() - started:.0f} s\n\n{table}\n")
     if is_server(uri):

@@ -22,11 +22,12 @@ import torch
 import yaml
 from ray import tune
 
-from resnet_core import create_model, count_parameters, model_info
+from resnet_core import count_parameters, create_model, model_info
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from study.report import GroupResult, format_table, write_report
-from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space
+from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table, write_report
+from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space, startup_trials
 from study.spec import Group, StudySpec, spec_from_dict
+from study.stop_signals import StopSignals
 from study.tracking import MlflowTrialCallback, StudyTracker
 from study.trial import trial_driver
 
@@ -37,7 +38,13 @@ TRIAL_DRIVER_CPUS = 0.1
 Kept small so a 2-core machine still fits a trial's workers next to its driver."""
 
 CHANCE_MARGIN = 2.0
-"""A trial whose validation error is within this many points of chance after its grace period is stopped."""
+"""A trial whose validation error is within this many points of chance after its grace period is stopped;
+a group whose best trial is no better is flagged in the report."""
+
+
+def chance_error(num_classes: int) -> float:
+    """The error (%) of guessing: 90% on CIFAR-10."""
+    return 100.0 * (1 - 1 / num_classes)
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,18 @@ class TrialNamer:
         return name, params
 
 
-def _tuner(spec: StudySpec, experiment: str, trainable: Any, make: Callable[[], tune.Tuner]) -> tune.Tuner:
-    """Continue the phase's Tune run when its state exists (finished trials are not run again), else start it."""
+def _fit(experiment: str, trainable: Any, make: Callable[[], tune.Tuner], signals: StopSignals) -> tune.ResultGrid:
+    """Run (or continue, when its state exists: finished trials are not run again) a phase's Tune run; a stop
+    signal that ended it raises :class:`~study.stop_signals.StudyInterrupted`."""
+    signals.check()
     if tune.Tuner.can_restore(experiment):
         log.info("continuing %s", experiment)
-        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    return make()
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = make()
+    grid = tuner.fit()
+    signals.check()
+    return grid
 
 
 def concurrent_trials(spec: StudySpec) -> int:
@@ -93,19 +106,23 @@ def _trainable(spec: StudySpec, storage: str) -> Any:
     return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
 
 
-def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int) -> tune.ResultGrid:
+def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int,
+               signals: StopSignals) -> tune.ResultGrid:
+    """Phase 1: per group, ``trials_per_group`` trials chosen by the group's Optuna sampler; budgets in engine
+    iterations (a trial that stops before ``train.iterations`` was stopped early, and is PRUNED to Optuna)."""
     groups = spec.study_groups()
-    reports = math.ceil(spec.train.iterations / min(spec.train.eval_every, spec.train.iterations))
+    eval_every = min(spec.train.eval_every, spec.train.iterations)
     scheduler = GroupedScheduler(
-        [g.key for g in groups], max_reports=reports, grace_reports=spec.search.grace_evals,
-        reduction_factor=spec.search.reduction_factor, chance_error=100.0 * (1 - 1 / num_classes) - CHANCE_MARGIN,
-        use_asha=spec.search.early_stopping == "asha",
+        [g.key for g in groups], max_iterations=spec.train.iterations,
+        grace_iterations=spec.search.grace_evals * eval_every, reduction_factor=spec.search.reduction_factor,
+        chance_error=chance_error(num_classes) - CHANCE_MARGIN, use_asha=spec.search.early_stopping == "asha",
     )
     searcher = GroupedSearcher(
         search_space((spec.search.lr.low, spec.search.lr.high),
                      (spec.search.weight_decay.low, spec.search.weight_decay.high)),
-        {g.key: spec.search.trials_per_group for g in groups}, sampler=spec.search.sampler, seed=spec.search.seed,
-        initial_points=spec.search.initial_points,
+        {g.key: spec.search.trials_per_group for g in groups}, full_iterations=spec.train.iterations,
+        sampler=spec.search.sampler, seed=spec.search.seed, initial_points=spec.search.initial_points,
+        concurrent=concurrent_trials(spec) > 1,
     )
     trainable = _trainable(spec, storage)
     callback = MlflowTrialCallback(tracker, "search", TrialNamer(spec.to_dict()), spec.train.iterations)
@@ -119,47 +136,66 @@ def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes
             run_config=tune.RunConfig(name="search", storage_path=f"{storage}", callbacks=[callback], verbose=1),
         )
 
-    return _tuner(spec, f"{storage}/search", trainable, make).fit()
+    return _fit(f"{storage}/search", trainable, make, signals)
 
 
 @dataclass(frozen=True)
 class Choice:
+    """A group's outcome of the search: its best trial's values (None when every trial diverged or failed)."""
+
     group: Group
-    lr: float
-    weight_decay: float
+    lr: float | None
+    weight_decay: float | None
     val_error: float
     trials: int
     stopped_early: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        return self.lr is not None and self.weight_decay is not None
 
 
-def choose(spec: StudySpec, grid: tune.ResultGrid) -> list[Choice]:
-    """Per group, the trial with the lowest final validation error (full-budget trials first)."""
-    reports = math.ceil(spec.train.iterations / min(spec.train.eval_every, spec.train.iterations))
+def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Choice]:
+    """Per group, the trial with the lowest final validation error among those that trained the full budget
+    (``train.iterations`` engine iterations); the group is flagged when that is no better than chance, when
+    only early-stopped trials are left to choose from, or when every trial diverged or failed."""
     by_group: dict[str, list[Any]] = {}
     for result in grid:
-        if result.config and "group" in result.config and result.metrics and METRIC in result.metrics:
+        if result.config and "group" in result.config:
             by_group.setdefault(result.config["group"], []).append(result)
     choices = []
     for group in spec.study_groups():
         results = by_group.get(group.key, [])
-        finite = [r for r in results if math.isfinite(r.metrics[METRIC])]
+        reached = {id(r): int((r.metrics or {}).get("iteration", 0)) for r in results}
+        finite = [r for r in results if math.isfinite(float((r.metrics or {}).get(METRIC, math.nan)))]
+        complete = [r for r in finite if reached[id(r)] >= spec.train.iterations]
+        stopped = sum(1 for r in results if reached[id(r)] < spec.train.iterations)
         if not finite:
-            log.warning("group %s has no finished trial with a finite validation error; skipped", group.key)
+            choices.append(Choice(group, None, None, math.nan, len(results), stopped,
+                                  ("every trial diverged or failed: no configuration to retrain",)))
             continue
-        complete = [r for r in finite if r.metrics.get("training_iteration", 0) >= reports] or finite
-        best = min(complete, key=lambda r: r.metrics[METRIC])
-        stopped = sum(1 for r in results if r.metrics.get("training_iteration", 0) < reports)
-        choices.append(Choice(group, float(best.config["lr"]), float(best.config["weight_decay"]),
-                              float(best.metrics[METRIC]), len(results), stopped))
+        best = min(complete or finite, key=lambda r: r.metrics[METRIC])
+        value, flags = float(best.metrics[METRIC]), []
+        if not complete:
+            flags.append(f"no trial trained all {spec.train.iterations:,} iterations: the best early-stopped one "
+                         f"(at iteration {reached[id(best)]:,}) was chosen")
+        if value >= chance_error(num_classes) - CHANCE_MARGIN:
+            flags.append(f"best validation error {value:.1f}% is no better than chance "
+                         f"({chance_error(num_classes):.0f}%): this group did not learn at this budget")
+        choices.append(Choice(group, float(best.config["lr"]), float(best.config["weight_decay"]), value,
+                              len(results), stopped, tuple(flags)))
     return choices
 
 
 def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, storage: str,
-              image_size: int) -> tune.ResultGrid | None:
-    if spec.train.final_seeds == 0 or not choices:
+              image_size: int, signals: StopSignals) -> tune.ResultGrid | None:
+    """Phase 2: each usable group's choice retrained on the full training set with ``final_seeds`` seeds."""
+    usable = [c for c in choices if c.usable]
+    if spec.train.final_seeds == 0 or not usable:
         return None
     runs = [{"group": c.group.key, "lr": c.lr, "weight_decay": c.weight_decay, "seed": spec.train.seed + s,
-             "phase": "final"} for c in choices for s in range(spec.train.final_seeds)]
+             "phase": "final"} for c in usable for s in range(spec.train.final_seeds)]
     trainable = _trainable(spec, storage)
     callback = MlflowTrialCallback(tracker, "final", TrialNamer(spec.to_dict()), spec.train.iterations)
 
@@ -170,7 +206,7 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
             run_config=tune.RunConfig(name="final", storage_path=storage, callbacks=[callback], verbose=1),
         )
 
-    grid = _tuner(spec, f"{storage}/final", trainable, make).fit()
+    grid = _fit(f"{storage}/final", trainable, make, signals)
     _log_best_models(spec, grid, tracker, image_size)
     return grid
 
@@ -193,6 +229,22 @@ def _log_best_models(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTrack
         tracker.log_model(run_id, model.eval(), name="model", input_example=example)
 
 
+def paper_error(spec: StudySpec, group: Group) -> float | None:
+    """The paper's CIFAR-10 test error for this group (Table 6), only where it applies: CIFAR-10, option A or
+    plain, and the paper's full 64k-iteration schedule."""
+    if spec.dataset.name != "cifar10" or spec.train.iterations != PAPER_ITERATIONS or group.shortcut not in (None, "A"):
+        return None
+    return model_info(group.arch).paper_error
+
+
+def study_budget(spec: StudySpec) -> StudyBudget:
+    """What the study spent per group, for the report's honest caveats."""
+    return StudyBudget(dataset=spec.dataset.name, iterations=spec.train.iterations,
+                       trials_per_group=spec.search.trials_per_group,
+                       startup_trials=startup_trials(spec.search.trials_per_group), sampler=spec.search.sampler,
+                       final_seeds=spec.train.final_seeds)
+
+
 def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | None) -> list[GroupResult]:
     tests: dict[str, list[float]] = {}
     for result in final or []:
@@ -207,20 +259,24 @@ def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | N
             group=c.group.key, arch=c.group.arch, depth=c.group.depth, residual=c.group.residual,
             shortcut=c.group.shortcut, params=params, lr=c.lr, weight_decay=c.weight_decay, val_error=c.val_error,
             trials=c.trials, stopped_early=c.stopped_early, test_errors=tuple(tests.get(c.group.key, ())),
-            paper_error=model_info(c.group.arch).paper_error if c.group.shortcut in (None, "A") else None,
+            paper_error=paper_error(spec, c.group), flags=c.flags,
         ))
     return results
 
 
 def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int,
-              image_size: int) -> tuple[list[GroupResult], str]:
-    """Both phases and the report; returns the group results and the report's Markdown table."""
+              image_size: int, signals: StopSignals) -> tuple[list[GroupResult], str]:
+    """Both phases and the report; returns the group results and the report's Markdown (caveats and table).
+
+    A stop signal ends the running phase gracefully and raises :class:`~study.stop_signals.StudyInterrupted`.
+    """
     tracker.log_spec(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    grid = run_search(spec, tracker, storage, num_classes)
-    choices = choose(spec, grid)
-    final = run_final(spec, choices, tracker, storage, image_size)
+    grid = run_search(spec, tracker, storage, num_classes, signals)
+    choices = choose(spec, grid, num_classes)
+    final = run_final(spec, choices, tracker, storage, image_size, signals)
     results = summarise(spec, choices, final)
+    budget = study_budget(spec)
     with tempfile.TemporaryDirectory() as folder:
-        write_report(results, Path(folder), spec.name)
+        write_report(results, Path(folder), spec.name, budget)
         tracker.log_report(Path(folder))
-    return results, format_table(results)
+    return results, format_table(results, budget)

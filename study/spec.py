@@ -29,7 +29,8 @@ from resnet_core.data.sources import DATASETS
 from resnet_core.engine.step import COMPILE_MODES
 
 SHORTCUTS = ("A", "B", "C")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "gp", "random")
+"""Optuna samplers by name (study.search.make_sampler); chosen by benchmarks/sampler_choice.py."""
 EARLY_STOPPING = ("asha", "none")
 POINT_KEYS = ("lr", "weight_decay")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -116,6 +117,8 @@ class SearchSpec:
     weight_decay: LogUniform = LogUniform(1e-5, 1e-3)
     trials_per_group: int = 8
     sampler: str = "tpe"
+    """tpe (multivariate TPE), gp (Gaussian process) or random; the first trials of each group are random either
+    way (about a third of trials_per_group, at least 2: study.search.startup_trials)."""
     seed: int = 0
     early_stopping: str = "asha"
     grace_evals: int = 2
@@ -167,9 +170,14 @@ class TrainSpec:
     """NHWC memory format; None: on for CUDA and CPU (resnet_core.engine.step)."""
     compile: str = "none"
     """torch.compile mode of every trial's model (none, default, reduce-overhead, max-autotune)."""
+    checkpoint_minutes: float = 5.0
+    """A trial also checkpoints after this many minutes of training since its last checkpoint (besides every
+    evaluation), so an interruption or a failed worker costs at most that much work; 0: at evaluations only."""
 
     def __post_init__(self) -> None:
         _at_least("train", self, {"iterations": 1, "eval_every": 1, "final_seeds": 0})
+        _require(self.checkpoint_minutes >= 0, f"train.checkpoint_minutes={self.checkpoint_minutes} must be >= 0 "
+                                               "(0 checkpoints at evaluations only)")
         _one_of("train.compile", self.compile, COMPILE_MODES)
         for i, fraction in enumerate(self.milestones):
             _require(0 < fraction < 1, f"train.milestones[{i}]={fraction} is not a fraction in (0, 1) of "
@@ -241,6 +249,7 @@ class StudySpec:
         batch, workers = self.train.batch_size, self.resources.workers_per_trial
         _require(batch % workers == 0, f"train.batch_size={batch} is not divisible by resources.workers_per_trial="
                                        f"{workers}: each worker takes an equal share of the batch")
+        self._check_device()
         evals = math.ceil(self.train.iterations / min(self.train.eval_every, self.train.iterations))
         _require(self.search.early_stopping == "none" or self.search.grace_evals <= evals,
                  f"search.grace_evals={self.search.grace_evals} exceeds the {evals} evaluations of a trial "
@@ -251,6 +260,14 @@ class StudySpec:
                                   seed=self.train.seed)
             except ConfigError as error:
                 raise SpecError(_train_message(str(error))) from None
+
+    def _check_device(self) -> None:
+        """``train.device`` is where every trial trains (study.trial.worker_device); ``cuda`` needs GPUs reserved.
+        (``cpu`` with GPUs reserved trains on the CPU as asked, leaving the reserved GPUs idle.)"""
+        device, gpus = self.train.device.split(":")[0], self.resources.gpus_per_worker
+        _require(device != "cuda" or gpus > 0, f"train.device={self.train.device} but resources.gpus_per_worker=0 "
+                                               "reserves no GPU for it: set resources.gpus_per_worker (e.g. 1) or "
+                                               "train.device=auto")
 
     def study_groups(self) -> list[Group]:
         """archs x shortcuts in spec order; a plain net gives one group whatever the shortcuts."""
@@ -275,6 +292,7 @@ class StudySpec:
             weight_decay=float(weight_decay), iterations=train.iterations, milestones=train.milestone_iterations(),
             seed=int(seed), device=train.device, eval_every=eval_every, checkpoint_every=eval_every, bf16=train.bf16,
             channels_last=train.channels_last, compile=train.compile,
+            checkpoint_seconds=60.0 * train.checkpoint_minutes,
         )
 
     def tracking_uri(self, cwd: Path) -> str:
@@ -298,6 +316,49 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able values (lists, not tuples); ``spec_from_dict(spec.to_dict()) == spec``."""
         return _plain(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------------------------------------- resuming
+RESUMABLE_KEYS = ("dataset.path", "dataset.cache_dir", "dataset.download", "train.device", "train.compile",
+                  "train.channels_last", "train.checkpoint_minutes", "resources", "mlflow", "storage")
+"""Keys (or sections) a resumed study may change: where data and records live, and how fast and where trials
+run. Any other change would mix results of two different studies under one name."""
+
+
+def changed_keys(stored: Mapping[str, Any], spec: StudySpec) -> list[tuple[str, Any, Any]]:
+    """``(key path, stored value, new value)`` for every search-relevant key whose value differs."""
+    try:
+        before = spec_from_dict(stored).to_dict()  # fills defaults of keys added since, like the new spec
+    except SpecError:
+        before = _plain(dict(stored))
+    old, new = _flatten(before), _flatten(spec.to_dict())
+    keys = sorted(set(old) | set(new), key=lambda key: (key.split(".")[0], key))
+    return [(key, old.get(key), new.get(key)) for key in keys if old.get(key) != new.get(key)
+            and not any(key == keep or key.startswith(f"{keep}.") for keep in RESUMABLE_KEYS)]
+
+
+def check_resumable(stored_yaml: str | None, spec: StudySpec) -> None:
+    """A study resumed with other search-relevant values stops with one line naming them and the ways out."""
+    if stored_yaml is None:
+        return
+    stored = yaml.safe_load(stored_yaml)
+    changes = changed_keys(stored if isinstance(stored, Mapping) else {}, spec)
+    if changes:
+        listed = ", ".join(f"{key} ({before!r} -> {after!r})" for key, before, after in changes[:6])
+        more = f" and {len(changes) - 6} more" if len(changes) > 6 else ""
+        raise SpecError(f"study {spec.name!r} was started with other values of {listed}{more}: resume it with the "
+                        f"spec it was started with, or start a new study with --set name=NEW_NAME")
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = _join(prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -438,4 +499,5 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["DatasetSpec", "Group", "GroupsSpec", "LogUniform", "MlflowSpec", "ResourcesSpec", "SearchSpec",
-           "SpecError", "StudySpec", "TrainSpec", "default_spec_path", "load_spec", "parse_override", "spec_from_dict"]
+           "SpecError", "StudySpec", "TrainSpec", "changed_keys", "check_resumable", "default_spec_path", "load_spec",
+           "parse_override", "spec_from_dict"]

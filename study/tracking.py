@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import tempfile
 import threading
@@ -33,13 +34,19 @@ from ray.tune.experiment import Trial
 
 from study.mlflow_server import PATIENCE_S, TrackingUnavailable, address, call_patiently, is_server
 from study.report import plot_curves
+from study.search import is_evaluation
+from study.trial import REPLAYED, RESUMED_AT
 
 log = logging.getLogger(__name__)
 
-CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "lr")
-"""Metrics logged at every evaluation, stepped by the engine's iteration."""
+CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "lr", "val_top5_error",
+          "test_top5_error")
+"""Metrics logged at every evaluation (every figure of the engine's EvalReport), stepped by the engine's iteration."""
 
 STATUS_COMPLETED, STATUS_STOPPED, STATUS_FAILED = "completed", "stopped early", "failed"
+OPTUNA_STATES = {STATUS_COMPLETED: "COMPLETE", STATUS_STOPPED: "PRUNED", STATUS_FAILED: "FAIL"}
+"""What the search's sampler was told of a trial with each status (study.search.GroupedSearcher)."""
+RUN_KILLED, RUN_FAILED, RUN_FINISHED = "KILLED", "FAILED", "FINISHED"
 
 
 class StudyTracker:
@@ -127,7 +134,10 @@ class StudyTracker:
         def find_or_create() -> str:
             run_id = self._find_or_create(keys, run_name=name, tags={"mlflow.parentRunId": self.parent_run_id,
                                                                       "resnet.phase": phase})
-            existing = self.client.get_run(run_id).data.params
+            run = self.client.get_run(run_id)
+            if run.info.status != "RUNNING" and "status" not in run.data.tags:
+                self.client.update_run(run_id, status="RUNNING")  # a trial of an interrupted study goes on
+            existing = run.data.params
             new = [Param(key, str(value)) for key, value in params.items() if key not in existing]
             if new:
                 self.client.log_batch(run_id, params=new)
@@ -161,6 +171,8 @@ class StudyTracker:
 
         def finish() -> None:
             tags = [RunTag("status", status)]
+            if self.client.get_run(run_id).data.tags.get("resnet.phase") == "search":
+                tags.append(RunTag("resnet.optuna_state", OPTUNA_STATES[status]))
             metrics = []
             if final:
                 metrics = [Metric(f"final_{key}", float(final[key]), now, int(final.get("iteration", 0)))
@@ -173,7 +185,7 @@ class StudyTracker:
                     write_csv(csv_path, rows)
                     plot_curves(rows, Path(folder) / "curves.png", title=self.client.get_run(run_id).info.run_name)
                     self.client.log_artifacts(run_id, folder)
-            self.client.set_terminated(run_id, "FAILED" if status == STATUS_FAILED else "FINISHED")
+            self.client.set_terminated(run_id, RUN_FAILED if status == STATUS_FAILED else RUN_FINISHED)
 
         self._patiently("finishing a trial's run", finish)
 
@@ -198,8 +210,49 @@ class StudyTracker:
 
         self._patiently("logging a model", log_it)
 
-    def close(self, status: str = "FINISHED") -> None:
+    def close(self, status: str = RUN_FINISHED) -> None:
         self._patiently("closing the study's run", self.client.set_terminated, self.parent_run_id, status)
+
+    def _study_runs(self) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`resnet.study` = '{self.study}'",
+                                       max_results=10_000)
+
+    def end_study(self, status: str) -> None:
+        """End the study's run and every run of it still RUNNING (trials cut short) with ``status``: KILLED for an
+        interruption, FAILED for an error. A resumed study sets them RUNNING again as it continues them."""
+        def end() -> None:
+            for run in self._study_runs():
+                if run.info.status == "RUNNING" and run.info.run_id != self.parent_run_id:
+                    self.client.set_terminated(run.info.run_id, status)
+            self.client.set_terminated(self.parent_run_id, status)
+
+        self._patiently("ending the study's runs", end)
+
+    def trials_finished(self) -> int:
+        """How many of the study's trials have ended (completed, stopped early or failed)."""
+        return self._patiently("counting finished trials", lambda: sum(
+            1 for run in self._study_runs() if "status" in run.data.tags))
+
+
+def stored_spec(tracking_uri: str, experiment: str, study: str) -> str | None:
+    """The spec.yaml an earlier start of ``study`` logged, if any; read only (creates nothing)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).exists():
+        return None
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], max_results=1, filter_string=(
+        f"tags.`resnet.study` = '{study}' and tags.`resnet.role` = 'study'"))
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(runs[0].info.run_id, "spec.yaml", folder)
+        except (mlflow.exceptions.MlflowException, OSError):
+            return None
+        return Path(path).read_text()
 
 
 def evaluation_values(result: Mapping[str, Any]) -> dict[str, float]:
@@ -280,10 +333,16 @@ class MlflowTrialCallback(Callback):
         self._queue(trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        if "iteration" not in result:
-            return
         now = int(time.time() * 1000)
         actions: list[tuple[Any, ...]] = []
+        if RESUMED_AT in result:  # the trial restarted from a checkpoint: when, on the curve's own axis, and the
+            actions.append(("metrics", {RESUMED_AT: result[RESUMED_AT]}, int(result[RESUMED_AT]), now))
+            for row in json.loads(result.get(REPLAYED, "[]")):  # evaluations before it (logged if still missing)
+                actions.append(("evaluation", int(row["iteration"]), evaluation_values(row), now))
+        if not is_evaluation(result):
+            if actions:
+                self._queue(trial, *actions)
+            return  # a checkpoint written between evaluations: no curves
         if trial.trial_id in self.started and trial.trial_id not in self.reported:
             # Trial start to first report, less the engine's own training time: what Ray adds per trial.
             elapsed = time.perf_counter() - self.started[trial.trial_id]

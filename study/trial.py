@@ -4,11 +4,15 @@ The Tune trial is a light driver (:func:`trial_driver`); the training happens in
 workers (:func:`train_worker`), each running resnet_core's engine -- the same :func:`resnet_core.fit`
 the single-run CLI calls -- data-parallel when there is more than one worker. Every evaluation is
 reported to Ray (and through ``TuneReportCallback`` to Tune, for early stopping) with rank 0's atomic
-checkpoint, so a failed worker group restarts from the last evaluation (``FailureConfig``).
+checkpoint; so is every checkpoint the engine writes between evaluations (at least every
+``train.checkpoint_minutes``), as a report holding only ``iteration``. A failed worker group restarts from the
+last of them (``FailureConfig``), and so does a trial of an interrupted study when the study is resumed
+(Ray Train finds the run's checkpoints again under the same name and storage).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -23,37 +27,66 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from resnet_core import EvalReport, TrainConfig, fit
-from resnet_core.engine.checkpoint import CHECKPOINT_NAME
+from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from resnet_core.engine.fit import CheckpointWritten
 from study.spec import Group, StudySpec, spec_from_dict
 
 log = logging.getLogger(__name__)
 
+RESUMED_AT = "resumed_at_iteration"
+"""Reported once after a trial restarts from a checkpoint (a failed worker group, a resumed study): its iteration."""
+REPLAYED = "evaluations_before_restart"
+"""Reported with :data:`RESUMED_AT`: the evaluations the checkpoint holds (JSON), so that one whose report was
+cut by the interruption still reaches MLflow (which logs each iteration once)."""
+
 WORKER_FAILURES_TOLERATED = 2
 """How often a trial's worker group may fail and restart from its last checkpoint."""
+
+
+def worker_device(spec_device: str, ray_device: str) -> str:
+    """Where a worker trains: the spec's ``train.device``, with ``auto`` and ``cuda`` meaning the GPU Ray gave
+    this worker (a bare ``cuda`` would pick GPU 0 whatever Ray assigned). The spec checks that ``cuda`` comes
+    with GPUs reserved and ``cpu`` without."""
+    kind = spec_device.split(":")[0]
+    if kind == "auto" or (kind == "cuda" and ray_device.startswith("cuda")):
+        return ray_device
+    return spec_device
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """The per-worker body: resnet_core's engine with reports (and rank 0's checkpoint) to Ray Train."""
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    config = TrainConfig.from_dict(loop_config).replace(device=str(ray.train.torch.get_device()))
+    config = TrainConfig.from_dict(loop_config)
+    config = config.replace(device=worker_device(config.device, str(ray.train.torch.get_device())))
     out_dir = Path(tempfile.mkdtemp(prefix=f"resnet-trial-rank{rank}-"))
     resume_from = None
+    resumed: dict[str, Any] = {}
     previous = ray.train.get_checkpoint()
     if previous is not None:  # a restarted worker group (or a resumed study) continues exactly
         restored = Path(previous.to_directory(str(out_dir / "restored")))
         resume_from = restored / CHECKPOINT_NAME
-        log.info("rank %d resumes from %s", rank, resume_from)
+        state = load_checkpoint(resume_from)
+        resumed.update({RESUMED_AT: int(state["iteration"]), REPLAYED: json.dumps(state["history"])})
+        log.info("rank %d resumes from %s at iteration %d", rank, resume_from, resumed[RESUMED_AT])
 
-    def report(evaluation: EvalReport) -> None:
-        metrics = {key: value for key, value in evaluation.row().items() if value is not None}
+    def report(metrics: dict[str, Any], checkpoint_file: str | None) -> None:
+        metrics = {**metrics, **resumed}  # the first report after a restart says where it restarted
+        resumed.clear()
         checkpoint = None
-        if rank == 0 and evaluation.checkpoint is not None:
-            checkpoint = Checkpoint.from_directory(str(Path(evaluation.checkpoint).parent))
-        ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0 and checkpoint_file is not None:
+            checkpoint = Checkpoint.from_directory(str(Path(checkpoint_file).parent))
+        ray.train.report(metrics, checkpoint=checkpoint)  # every worker reports; rank 0's metrics count
+
+    def report_evaluation(evaluation: EvalReport) -> None:
+        report({key: value for key, value in evaluation.row().items() if value is not None}, evaluation.checkpoint)
+
+    def report_checkpoint(written: CheckpointWritten) -> None:
+        report({"iteration": written.iteration}, written.path)
 
     try:
-        fit(config, out_dir=out_dir / "run", resume_from=resume_from, callbacks=[report])
+        fit(config, out_dir=out_dir / "run", resume_from=resume_from, callbacks=[report_evaluation],
+            checkpoint_callbacks=[report_checkpoint])
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 

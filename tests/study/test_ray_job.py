@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from conftest import RAY, REPO, smoke_args, study_env
 from mlflow.tracking import MlflowClient
 
@@ -29,15 +32,58 @@ def _ray_stop() -> None:
     subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=study_env())
 
 
+def _start_head(port: int, dashboard: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2"],
+                          capture_output=True, text=True, timeout=180, env=cluster_env())
+
+
+@pytest.mark.deploy
+def test_ray_job_stop_ends_the_study_as_killed(cifar_subset: Path, tmp_path: Path) -> None:
+    """``ray job stop`` sends SIGTERM: given the grace period the README prescribes, the study stops its trial
+    and marks its runs KILLED (exit 143), and the job is STOPPED."""
+    port, dashboard = free_port(), free_port()
+    ray_token()
+    start = _start_head(port, dashboard)
+    try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        env, address = {**study_env(), "RAY_AUTH_MODE": "token"}, f"--address=http://127.0.0.1:{dashboard}"
+        entrypoint = [sys.executable, "study/run.py", *smoke_args(cifar_subset, *TINY, "--set", "name=stopped",
+                      "--set", "search.trials_per_group=1", "--set", "train.iterations=2000",
+                      "--set", "search.early_stopping=none",
+                      "--set", "search.initial_points=[{lr: 0.1, weight_decay: 1.0e-4}]",
+                      "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                      "--set", f"storage={tmp_path}/ray_results")]
+        grace = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60"}})
+        submit = subprocess.run([RAY, "job", "submit", address, "--no-wait", "--submission-id", "stopped",
+                                 "--working-dir", str(REPO), "--runtime-env-json", grace, "--", *entrypoint],
+                                capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        deadline = time.monotonic() + 600
+        while not _trial_runs(tmp_path / "mlflow.db", "stopped") and time.monotonic() < deadline:
+            time.sleep(2)
+        assert _trial_runs(tmp_path / "mlflow.db", "stopped"), "the trial never started"
+        time.sleep(10)  # let it train a little
+        stop = subprocess.run([RAY, "job", "stop", address, "stopped"], capture_output=True, text=True, timeout=300,
+                              env=env)
+        assert stop.returncode == 0, stop.stdout[-3000:] + stop.stderr[-3000:]
+        logs = subprocess.run([RAY, "job", "logs", address, "stopped"], capture_output=True, text=True, timeout=120,
+                              env=env).stdout
+        assert "interrupted by SIGTERM after 0 of 1 trials; resume with:" in logs, logs[-3000:]
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        runs = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+        assert sorted(run.info.status for run in runs) == ["KILLED", "KILLED"]
+    finally:
+        _ray_stop()
+
+
 def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path: Path) -> None:
     port, dashboard = free_port(), free_port()
     env = study_env()
     # Token authentication is on only where RAY_AUTH_MODE=token (or, unset, where a token file already
     # exists): say so explicitly, with a token generated first, as deploy/README.md does.
     ray_token()
-    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2"],
-                           capture_output=True, text=True, timeout=180, env=cluster_env())
+    start = _start_head(port, dashboard)
     try:
         assert start.returncode == 0, start.stderr[-3000:]
         entrypoint = [sys.executable, "study/run.py", *smoke_args(cifar_subset, *TINY, "--set", "name=job",

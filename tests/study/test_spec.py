@@ -10,7 +10,8 @@ import yaml
 
 import study.spec as spec_module
 from resnet_core import ResnetCoreError
-from study.spec import Group, SpecError, StudySpec, load_spec, parse_override, spec_from_dict
+from study.spec import (Group, SpecError, StudySpec, changed_keys, check_resumable, load_spec, parse_override,
+                        spec_from_dict)
 
 SPECS = Path(spec_module.__file__).parent / "specs"
 SMOKE = SPECS / "smoke.yaml"
@@ -156,7 +157,7 @@ BAD_INPUTS = [
     (["search.lr.low=9.0"], "search.lr.low=9.0 >= search.lr.high=8.0: empty or inverted range"),
     (["search.weight_decay.high=1.0e-5"], "search.weight_decay.low=1e-05 >= search.weight_decay.high"),
     (["search.trials_per_group=0"], "search.trials_per_group must be >= 1"),
-    (["search.sampler=grid"], "search.sampler='grid' is unknown: use one of tpe, random"),
+    (["search.sampler=grid"], "search.sampler='grid' is unknown: use one of tpe, gp, random"),
     (["search.early_stopping=median"], "search.early_stopping='median' is unknown: use one of asha, none"),
     (["search.grace_evals=0"], "search.grace_evals must be >= 1"),
     (["search.grace_evals=7"], "search.grace_evals=7 exceeds the 3 evaluations"),
@@ -187,6 +188,8 @@ BAD_INPUTS = [
     (["train.momentum=1.0"], "train.momentum: momentum must be in [0, 1)"),
     (["train.normalization=zca"], "train.normalization: unknown normalization 'zca'"),
     (["train.seed=-1"], "train.seed: seed must be >= 0"),
+    (["train.device=cuda"], "train.device=cuda but resources.gpus_per_worker=0 reserves no GPU"),
+    (["train.checkpoint_minutes=-1"], "train.checkpoint_minutes=-1.0 must be >= 0"),
 ]
 
 
@@ -271,3 +274,21 @@ def test_to_dict_is_plain_yaml_and_round_trips() -> None:
     assert data["search"]["lr"] == {"low": 0.01, "high": 0.5}
     reloaded = spec_from_dict(yaml.safe_load(yaml.safe_dump(data)))
     assert isinstance(reloaded, StudySpec) and reloaded == spec
+
+
+# ------------------------------------------------------------------------------------------- resuming
+def test_resuming_with_changed_search_values_names_them_and_the_ways_out() -> None:
+    started = load_spec(SMOKE)
+    stored = yaml.safe_dump(started.to_dict())
+    check_resumable(stored, started)  # the same spec resumes
+    check_resumable(None, started)  # a new study
+    faster = load_spec(SMOKE, ["train.device=auto", "resources.cpus_per_worker=0.4", "dataset.path=/elsewhere",
+                               "train.checkpoint_minutes=1", "mlflow.experiment=other"])
+    check_resumable(stored, faster)  # where data and records live, and how trials run, may change
+    changed = load_spec(SMOKE, ["search.lr.high=6.0", "train.iterations=300"])
+    assert [key for key, _, _ in changed_keys(started.to_dict(), changed)] == ["search.lr.high", "train.iterations"]
+    with pytest.raises(SpecError) as error:
+        check_resumable(stored, changed)
+    message = str(error.value)
+    assert "\n" not in message and "search.lr.high (8.0 -> 6.0)" in message and "train.iterations (150 -> 300)" in message
+    assert "--set name=" in message and "resume it with the spec it was started with" in message
