@@ -80,9 +80,13 @@ def search_space(lr: tuple[float, float], weight_decay: tuple[float, float]) -> 
     return {"lr": FloatDistribution(*lr, log=True), "weight_decay": FloatDistribution(*weight_decay, log=True)}
 
 
+EVALUATION_KEYS = ("train_loss", "train_error", "val_error", "test_error")
+
+
 def is_evaluation(result: Mapping[str, Any]) -> bool:
-    """Whether a Tune result is one of the engine's evaluations (and not a checkpoint-only report)."""
-    return "train_loss" in result and "iteration" in result
+    """Whether a Tune result is one of the engine's evaluations (a checkpoint between evaluations reports only
+    its ``iteration``)."""
+    return "iteration" in result and any(key in result for key in EVALUATION_KEYS)
 
 
 @dataclass

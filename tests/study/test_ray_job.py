@@ -77,6 +77,7 @@ def test_ray_job_stop_ends_the_study_as_killed(cifar_subset: Path, tmp_path: Pat
         _ray_stop()
 
 
+@pytest.mark.e2e  # about 2 minutes on 2 cores: after the default suite, with pytest -m e2e
 def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path: Path) -> None:
     port, dashboard = free_port(), free_port()
     env = study_env()

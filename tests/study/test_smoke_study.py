@@ -19,6 +19,8 @@ import pytest
 from conftest import RAY, RUN, run_study, smoke_args, study_env
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.e2e  # about 7 minutes on 2 cores: after the default suite, with pytest -m e2e
+
 GROUPS = {"resnet20-A", "plain20"}
 TRIALS_PER_GROUP = 2
 """The spec's initial (diverging) point and one Optuna suggestion per group: two rounds of two trials at once
