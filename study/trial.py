@@ -45,8 +45,8 @@ WORKER_FAILURES_TOLERATED = 2
 
 def worker_device(spec_device: str, ray_device: str) -> str:
     """Where a worker trains: the spec's ``train.device``, with ``auto`` and ``cuda`` meaning the GPU Ray gave
-    this worker (a bare ``cuda`` would pick GPU 0 whatever Ray assigned). The spec checks that ``cuda`` comes
-    with GPUs reserved and ``cpu`` without."""
+    this worker (a bare ``cuda`` would pick GPU 0 whatever Ray assigned); the spec checks that ``cuda`` comes
+    with GPUs reserved. ``cpu`` trains on the CPU even where GPUs were reserved."""
     kind = spec_device.split(":")[0]
     if kind == "auto" or (kind == "cuda" and ray_device.startswith("cuda")):
         return ray_device
