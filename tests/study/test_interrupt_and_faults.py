@@ -28,7 +28,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
 from conftest import RUN, smoke_args, study_env
 from mlflow.tracking import MlflowClient
 
@@ -55,8 +54,10 @@ def _wait_for(what: str, condition: Callable[[], bool], driver: subprocess.Popen
               timeout: float = 420) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert driver.poll() is None, f"the study exited ({driver.returncode}) before {what}:\n" + log.read_text()[-4000:]
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s:\n" + log.read_text()[-4000:]
+        if driver.poll() is not None:
+            pytest.fail(f"the study exited ({driver.returncode}) before {what}:\n{log.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
         time.sleep(1)
 
 
