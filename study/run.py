@@ -225,6 +225,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
         print(f"{PROG}: interrupted by {signal_name(stop.signal_number)} before the study started", file=sys.stderr)
         return stop.exit_code
     from study.runner import run_study
+    from study.tracking import RUN_FAILED, RUN_KILLED
 
     shown = address(uri) if is_server(uri) else uri
     storage = f"{spec.storage_path(cwd).rstrip('/')}/{spec.name}"
@@ -236,7 +237,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
         tracker.close()
     except (StudyInterrupted, KeyboardInterrupt) as stop:
         number = getattr(stop, "signal_number", None) or signals.received or signal.SIGINT
-        tracker.end_study("KILLED")
+        tracker.end_study(RUN_KILLED)
         print(f"{PROG}: interrupted by {signal_name(number)} after {tracker.trials_finished()} of "
               f"{planned_trials(spec)} trials; resume with: {resume_command([PROG_PATH, *argv], cwd)}",
               file=sys.stderr)
@@ -248,7 +249,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
                   "stopped and logs what is missing", file=sys.stderr)
             return 1
         log.exception("the study failed")
-        tracker.end_study("FAILED")
+        tracker.end_study(RUN_FAILED)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"{PROG}: error: the study failed ({type(error).__name__}: {reason}); its MLflow runs are FAILED; "
               f"what finished is kept: fix the cause and run the same command again", file=sys.stderr)

@@ -170,8 +170,9 @@ class StudyTracker:
         now = int(time.time() * 1000) if timestamp is None else timestamp
 
         def finish() -> None:
+            run = self.client.get_run(run_id)
             tags = [RunTag("status", status)]
-            if self.client.get_run(run_id).data.tags.get("resnet.phase") == "search":
+            if run.data.tags.get("resnet.phase") == "search":
                 tags.append(RunTag("resnet.optuna_state", OPTUNA_STATES[status]))
             metrics = []
             if final:
@@ -183,7 +184,7 @@ class StudyTracker:
                 with tempfile.TemporaryDirectory() as folder:
                     csv_path = Path(folder) / "metrics.csv"
                     write_csv(csv_path, rows)
-                    plot_curves(rows, Path(folder) / "curves.png", title=self.client.get_run(run_id).info.run_name)
+                    plot_curves(rows, Path(folder) / "curves.png", title=run.info.run_name)
                     self.client.log_artifacts(run_id, folder)
             self.client.set_terminated(run_id, RUN_FAILED if status == STATUS_FAILED else RUN_FINISHED)
 
@@ -236,8 +237,8 @@ class StudyTracker:
 
 def stored_spec(tracking_uri: str, experiment: str, study: str) -> str | None:
     """The spec.yaml an earlier start of ``study`` logged, if any; read only (creates nothing)."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).exists():
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.exists():
         return None
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
@@ -263,10 +264,14 @@ def evaluation_values(result: Mapping[str, Any]) -> dict[str, float]:
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts of a local SQLite store go next to the database file, not under the driver's working
     directory (which under ``ray job submit`` is a temporary copy); servers choose their own."""
+    database = sqlite_file(tracking_uri)
+    return None if database is None else (database.resolve().parent / "mlruns").as_uri()
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a local ``sqlite:///PATH`` store; None for any other tracking URI."""
     prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlruns").as_uri()
-    return None
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
@@ -335,9 +340,9 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         now = int(time.time() * 1000)
         actions: list[tuple[Any, ...]] = []
-        if RESUMED_AT in result:  # the trial restarted from a checkpoint: when, on the curve's own axis, and the
+        if RESUMED_AT in result:  # the trial restarted from a checkpoint: where, on the curve's own axis ...
             actions.append(("metrics", {RESUMED_AT: result[RESUMED_AT]}, int(result[RESUMED_AT]), now))
-            for row in json.loads(result.get(REPLAYED, "[]")):  # evaluations before it (logged if still missing)
+            for row in json.loads(result.get(REPLAYED, "[]")):  # ... and its evaluations before (logged if missing)
                 actions.append(("evaluation", int(row["iteration"]), evaluation_values(row), now))
         if not is_evaluation(result):
             if actions:
