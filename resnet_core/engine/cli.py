@@ -5,6 +5,13 @@ Writes into ``--out``: ``config.json`` (the full config), ``metrics.csv`` (one r
 (unknown arch, lr <= 0, depth not 6n+2, missing data, a wrong checkpoint) ends with one line on stderr and
 exit code 2. An interrupted run (Ctrl-C: exit code 130, SIGTERM: 143) keeps its last checkpoint, and its last
 line on stderr says which iteration that holds and how to continue (``--resume``), or that none was written yet.
+
+``--layer-responses RUN [RUN ...]`` trains nothing: it reads each run directory's ``checkpoint.pt`` (or a
+checkpoint file), measures the std of every 3x3 layer's response on the run's test split (paper Sec. 4.2,
+Fig. 7; :mod:`resnet_core.analysis.layer_responses`) and writes ``layer_responses.csv`` and
+``layer_responses.png`` into ``--out`` (default: the first run's directory). Only ``--data``, ``--device``
+(default auto) and ``--eval-batch-size`` apply to it; a missing or corrupt checkpoint is the usual one-line
+error, exit code 2.
 """
 
 from __future__ import annotations
@@ -26,16 +33,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from resnet_core.analysis.layer_responses import write_figure_7
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnet_core.engine.config import DATASETS, LR_SCHEDULES, NORMALIZATIONS, PRESETS, TrainConfig
 from resnet_core.engine.distributed import joined_from_environment
 from resnet_core.engine.fit import EvalReport, fit
 from resnet_core.engine.step import COMPILE_MODES
-from resnet_core.errors import ResnetCoreError
+from resnet_core.errors import ConfigError, ResnetCoreError
 
 PROG = "resnet_core.train"
 CONFIG_NAME, METRICS_NAME, RESULTS_NAME = "config.json", "metrics.csv", "results.json"
 RESUME_FLAG, OUT_FLAG = "--resume", "--out"
+LAYER_RESPONSE_OPTIONS = ("data", "device", "eval_batch_size", "out")
+"""The options --layer-responses reads (besides --no-progress, which it ignores)."""
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM: what a shell reports for them
 log = logging.getLogger(PROG)
 
@@ -120,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(OUT_FLAG, help="run directory (default: runs/<arch>)")
     add(RESUME_FLAG, action="store_true", help="continue the run in --out from its checkpoint")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add("--layer-responses", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",
+        help="train nothing: write layer_responses.csv and .png (paper Fig. 7: std of each 3x3 layer's response "
+             "on the test split) of these runs into --out (default: the first run's directory); reads --data, "
+             "--device, --eval-batch-size")
     return parser
 
 
@@ -174,9 +188,30 @@ def run_directory(options: dict[str, Any]) -> Path:
     return Path(options.get("out", None) or Path("runs") / options.get("arch", TrainConfig.arch))
 
 
+def layer_responses_run(options: dict[str, Any]) -> dict[str, Any]:
+    """``--layer-responses``: write Fig. 7's CSV and PNG of the given runs, print where, and return a summary."""
+    runs = [Path(run) for run in options.pop("layer_responses")]
+    options.pop("progress", None)
+    others = sorted(set(options) - set(LAYER_RESPONSE_OPTIONS))
+    if others:
+        raise ConfigError(f"--layer-responses reads trained runs and takes only --data, --device, --eval-batch-size "
+                          f"and --out: drop the training option(s) {', '.join(others)}")
+    out = options.get("out")
+    figure = write_figure_7(runs, Path(out) if out else None, data=options.get("data"),
+                            device=options.get("device", "auto"), batch_size=options.get("eval_batch_size"))
+    means = {label: sum(layer.std for layer in layers) / max(len(layers), 1)
+             for label, layers in figure.responses.items()}
+    print(f"layer responses of {len(runs)} run(s) written to {figure.csv} and {figure.png}; mean std per 3x3 "
+          "layer: " + ", ".join(f"{label} {mean:.4f}" for label, mean in means.items()))
+    return {"csv": str(figure.csv), "png": str(figure.png), "mean_std": means}
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv``, train, write the run directory, and return the contents of ``results.json``."""
+    """Parse ``argv``, train, write the run directory, and return the contents of ``results.json`` (with
+    ``--layer-responses``: write Fig. 7's files instead and return where, with each model's mean std)."""
     options = vars(build_parser().parse_args(argv))
+    if "layer_responses" in options:
+        return layer_responses_run(options)
     progress = options.pop("progress", True)
     resume = options.pop("resume", False)
     out_dir = run_directory(options)
@@ -252,7 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        out_dir = run_directory(vars(build_parser().parse_args(argv)))
-        print(f"{PROG}: {interrupted_message(out_dir)}", file=sys.stderr)
+        options = vars(build_parser().parse_args(argv))
+        if "layer_responses" in options:
+            print(f"{PROG}: interrupted; rerun the same command to write the layer responses", file=sys.stderr)
+        else:
+            print(f"{PROG}: {interrupted_message(run_directory(options))}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     return 0
