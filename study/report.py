@@ -1,6 +1,6 @@
-"""The study's report: per group the chosen lr and weight decay, validation error, test error mean +- std
-over the final seeds, parameters -- as a table, JSON, and a figure of error against depth in the manner of
-paper Fig. 6 / Table 6 (residual vs plain, shortcut A vs B).
+"""The study's report: the answer in sentences (:mod:`study.answer`), per group the chosen lr and weight decay,
+validation error, test error mean +- std over the final seeds, parameters -- as Markdown (the study run's
+description and ``report.md``), JSON, and its figures (:mod:`study.figures` and those of :mod:`study.publish`).
 
 It says what the numbers can bear: the budget (iterations per trial against the paper's 64k, Sec. 4.2;
 trials per group and how many of them the sampler's model chose; final seeds), a one-line caveat when a
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+from study.figures import DATASET_NAMES, plot_error_vs_depth
 
 PAPER_ITERATIONS = 64_000
 """The paper's CIFAR schedule: "terminate training at 64k iterations" (Sec. 4.2)."""
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+ERROR_VS_DEPTH = "error_vs_depth.png"
 
 
 @dataclass(frozen=True)
@@ -134,61 +131,59 @@ def format_table(results: Sequence[GroupResult], budget: StudyBudget | None = No
     return "\n".join([*head, "", *lines])
 
 
-def plot_error_vs_depth(results: Sequence[GroupResult], path: Path, title: str, dataset: str = "cifar10") -> Path:
-    """Test error (mean ± std; validation error where no final seeds ran) against depth per family."""
-    families: dict[str, list[GroupResult]] = {}
-    for r in results:
-        label = f"ResNet, option {r.shortcut}" if r.residual else "plain"
-        families.setdefault(label, []).append(r)
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for label, members in sorted(families.items()):
-        members = sorted(members, key=lambda r: r.depth)
-        depths = [r.depth for r in members]
-        errors = [r.test_mean if r.test_mean is not None else r.val_error for r in members]
-        kind = "test" if all(r.test_mean is not None for r in members) else "validation"
-        label = f"{label} ({kind})"
-        spreads = [r.test_std or 0.0 for r in members]
-        axes.errorbar(depths, errors, yerr=spreads, marker="o", capsize=3, label=label,
-                      linestyle="--" if label.startswith("plain") else "-")
-    axes.set_xscale("log")
-    depths = sorted({r.depth for r in results})
-    axes.set_xticks(depths, [str(d) for d in depths])
-    return _finish(figure, axes, path, "depth (layers)", f"{DATASET_NAMES.get(dataset, dataset)} error (%)", title)
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure of the report: its file (relative to the report's folder) and its caption."""
+
+    path: str
+    caption: str
 
 
-def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str) -> Path:
-    """Training, validation and test error of one trial against iterations (paper Fig. 6 style)."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
-    for key, style in (("train_error", "--"), ("val_error", "-"), ("test_error", "-")):
-        points = [(row["iteration"], row[key]) for row in rows if key in row]
-        if points:
-            axes.plot(*zip(*points), style, marker=".", label=key.replace("_", " "))
-    return _finish(figure, axes, path, "iterations", "error (%)", title)
+def report_markdown(results: Sequence[GroupResult], study: str, budget: StudyBudget | None = None, *,
+                    answer: Sequence[str] = (), figures: Sequence[ReportFigure] = (), notes: Sequence[str] = (),
+                    link: Callable[[str], str] = str) -> str:
+    """The report as Markdown: the answer in sentences, the budget and its caveats, the table, the figures
+    (each image's address is ``link(path)``: the relative path in ``report.md``, an artifact URL in the run's
+    description) and notes on what could not be drawn."""
+    lines = [f"# Study {study}", ""]
+    if answer or budget is not None:
+        lines += ["## The answer", ""]
+    if budget is not None:  # what the numbers can bear comes before them
+        caveats = budget.caveats(results)
+        lines += [budget.describe(), ""]
+        if caveats:
+            lines += [f"Comparisons between groups are not meaningful at this budget: {'; '.join(caveats)}.", ""]
+    if answer:
+        lines += [*[f"- {sentence}" for sentence in answer], ""]
+    lines += ["## Results per group", "", format_table(results), ""]
+    if figures:
+        lines += ["## Figures", ""]
+        for figure in figures:
+            lines += [f"**{figure.caption}**", "", f"![{figure.caption}]({link(figure.path)})", ""]
+    if notes:
+        lines += ["## Not drawn", "", *[f"- {note}" for note in notes], ""]
+    return "\n".join(lines)
 
 
-def _finish(figure: plt.Figure, axes: plt.Axes, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """Label, save as PNG and close a figure."""
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def write_report(results: Sequence[GroupResult], folder: Path, study: str, budget: StudyBudget | None = None) -> Path:
+def write_report(results: Sequence[GroupResult], folder: Path, study: str, budget: StudyBudget | None = None, *,
+                 answer: Sequence[str] = (), figures: Sequence[ReportFigure] = (), notes: Sequence[str] = (),
+                 paper_errors: Mapping[int, float] | None = None) -> list[ReportFigure]:
     """report.md, report.json (one entry per group), budget.json (with ``budget``) and error_vs_depth.png in
-    ``folder``; returns the folder."""
+    ``folder``, the report listing ``figures`` (already in ``folder``) after error-vs-depth; returns every
+    figure of the report."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = format_table(results, budget)
-    (folder / "report.md").write_text(f"# Study {study}\n\n{table}\n")
+    dataset = budget.dataset if budget else "cifar10"
+    plot_error_vs_depth(results, folder / ERROR_VS_DEPTH, title=f"study {study}", dataset=dataset,
+                        paper_errors=paper_errors)
+    seeds = budget.final_seeds if budget else 0
+    spread = f"mean ± std over {seeds} final seed{'s' if seeds != 1 else ''} where they ran"
+    shown = [ReportFigure(ERROR_VS_DEPTH, f"Error against depth (paper Fig. 6 / Table 6): test error, {spread}, "
+                                          "else the best validation error"),
+             *figures]
+    (folder / "report.md").write_text(report_markdown(results, study, budget, answer=answer, figures=shown,
+                                                      notes=notes) + "\n")
     (folder / "report.json").write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     if budget is not None:
         (folder / "budget.json").write_text(json.dumps({**asdict(budget), "caveats": budget.caveats(results)},
                                                        indent=2) + "\n")
-    plot_error_vs_depth(results, folder / "error_vs_depth.png", title=f"study {study}",
-                        dataset=budget.dataset if budget else "cifar10")
-    return folder
+    return shown

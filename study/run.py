@@ -233,7 +233,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
              len(spec.study_groups()), spec.search.trials_per_group, where, shown, spec.experiment_name(), storage)
     started = time.perf_counter()
     try:
-        results, table = run_study(spec, tracker, storage, data.num_classes, data.train_images.shape[-1], signals)
+        results, table = run_study(spec, tracker, storage, data, signals)
         tracker.close()
     except (StudyInterrupted, KeyboardInterrupt) as stop:
         number = getattr(stop, "signal_number", None) or signals.received or signal.SIGINT

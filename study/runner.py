@@ -6,25 +6,27 @@ error on the held-out split (the paper chose its schedule on 45k/5k, Sec. 4.2); 
 Phase 2 (final): the chosen configuration of each group is trained on all training images with
 ``final_seeds`` seeds and scored on the test set, so the report gives test error mean +- std (as the
 paper's Table 6 gives for ResNet-110).
+Then each group's first-seed final model is logged and registered (:mod:`study.final_models`), and the report
+-- the answer with its uncertainty, paper Fig. 6 and Fig. 7, Optuna's analyses, every trial -- becomes the
+study's MLflow run (:mod:`study.publish`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from ray import tune
 
-from resnet_core import count_parameters, create_model, model_info
-from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table, write_report
+from resnet_core import ImageDataset, count_parameters, create_model, model_info
+from study.final_models import final_models, release
+from study.publish import publish_report
+from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table
 from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space, startup_trials
 from study.spec import Group, StudySpec, spec_from_dict
 from study.stop_signals import StopSignals
@@ -189,7 +191,7 @@ def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Cho
 
 
 def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, storage: str,
-              image_size: int, signals: StopSignals) -> tune.ResultGrid | None:
+              signals: StopSignals) -> tune.ResultGrid | None:
     """Phase 2: each usable group's choice retrained on the full training set with ``final_seeds`` seeds."""
     usable = [c for c in choices if c.usable]
     if spec.train.final_seeds == 0 or not usable:
@@ -206,27 +208,7 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
             run_config=tune.RunConfig(name="final", storage_path=storage, callbacks=[callback], verbose=1),
         )
 
-    grid = _fit(f"{storage}/final", trainable, make, signals)
-    _log_best_models(spec, grid, tracker, image_size)
-    return grid
-
-
-def _log_best_models(spec: StudySpec, grid: tune.ResultGrid, tracker: StudyTracker, image_size: int) -> None:
-    """Each group's first-seed final model, logged as an MLflow PyTorch model on that run."""
-    for result in grid:
-        final = (result.config or {}).get("final", {})
-        path = (result.metrics or {}).get("checkpoint_path")
-        if final.get("seed") != spec.train.seed or not path:
-            continue
-        run_id = tracker.find_trial_run(result.metrics["trial_id"])
-        if run_id is None or tracker.has_model(run_id):
-            continue
-        state = load_checkpoint(Path(path) / CHECKPOINT_NAME)
-        group = {g.key: g for g in spec.study_groups()}[final["group"]]
-        model = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
-        model.load_state_dict(state["model"])
-        example = torch.zeros(1, 3, image_size, image_size).numpy()  # a normalised input of the data's size
-        tracker.log_model(run_id, model.eval(), name="model", input_example=example)
+    return _fit(f"{storage}/final", trainable, make, signals)
 
 
 def paper_error(spec: StudySpec, group: Group) -> float | None:
@@ -264,19 +246,23 @@ def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | N
     return results
 
 
-def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int,
-              image_size: int, signals: StopSignals) -> tuple[list[GroupResult], str]:
-    """Both phases and the report; returns the group results and the report's Markdown (caveats and table).
+def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageDataset,
+              signals: StopSignals) -> tuple[list[GroupResult], str]:
+    """Both phases, the release of each group's model and the report; returns the group results and the report's
+    Markdown for the console (the answer, the caveats and the table).
 
     A stop signal ends the running phase gracefully and raises :class:`~study.stop_signals.StudyInterrupted`.
     """
     tracker.log_spec(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    grid = run_search(spec, tracker, storage, num_classes, signals)
-    choices = choose(spec, grid, num_classes)
-    final = run_final(spec, choices, tracker, storage, image_size, signals)
+    grid = run_search(spec, tracker, storage, data.num_classes, signals)
+    choices = choose(spec, grid, data.num_classes)
+    final = run_final(spec, choices, tracker, storage, signals)
     results = summarise(spec, choices, final)
     budget = study_budget(spec)
-    with tempfile.TemporaryDirectory() as folder:
-        write_report(results, Path(folder), spec.name, budget)
-        tracker.log_report(Path(folder))
-    return results, format_table(results, budget)
+    models = final_models(spec, final, tracker)
+    released = release(spec, models, results, tracker, data)
+    sentences = publish_report(spec, tracker, results, budget, models, data)
+    lines = ["The answer:", *[f"- {sentence}" for sentence in sentences], "", format_table(results, budget)]
+    if released:
+        lines += ["", "Models: " + ", ".join(released.values())]
+    return results, "\n".join(lines)

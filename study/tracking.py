@@ -19,12 +19,14 @@ import contextlib
 import csv
 import json
 import logging
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -32,9 +34,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from study.figures import plot_curves
 from study.mlflow_server import PATIENCE_S, TrackingUnavailable, address, call_patiently, is_server
-from study.report import plot_curves
 from study.search import is_evaluation
+from study.search_analysis import TrialRecord
 from study.trial import REPLAYED, RESUMED_AT
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,36 @@ STATUS_COMPLETED, STATUS_STOPPED, STATUS_FAILED = "completed", "stopped early", 
 OPTUNA_STATES = {STATUS_COMPLETED: "COMPLETE", STATUS_STOPPED: "PRUNED", STATUS_FAILED: "FAIL"}
 """What the search's sampler was told of a trial with each status (study.search.GroupedSearcher)."""
 RUN_KILLED, RUN_FAILED, RUN_FINISHED = "KILLED", "FAILED", "FINISHED"
+ENTRY_POINT = "study/run.py"
+DESCRIPTION_TAG = "mlflow.note.content"
+"""The tag MLflow's UI shows as a run's description (Markdown)."""
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def git_commit(folder: Path = REPOSITORY) -> str | None:
+    """The commit checked out in ``folder``'s repository, or None outside one (a ``ray job submit`` copy)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = found.stdout.strip()
+    return commit if found.returncode == 0 and len(commit) == 40 else None
+
+
+def source_tags(entry_point: str = ENTRY_POINT) -> dict[str, str]:
+    """MLflow's standard source tags for the runs of a study: the user, the source (this service's entry
+    point, a local run) and, where the code is a git checkout, its commit."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils import mlflow_tags
+
+    tags = {key: str(value) for key, value in resolve_tags({}).items()
+            if key in (mlflow_tags.MLFLOW_USER, mlflow_tags.MLFLOW_SOURCE_TYPE, mlflow_tags.MLFLOW_GIT_COMMIT)}
+    tags[mlflow_tags.MLFLOW_SOURCE_NAME] = entry_point
+    tags[mlflow_tags.MLFLOW_PROJECT_ENTRY_POINT] = entry_point
+    commit = git_commit()
+    if commit is not None:
+        tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
+    return tags
 
 
 class StudyTracker:
@@ -58,6 +91,7 @@ class StudyTracker:
         self.study = study
         self.patience = patience
         self._local = threading.local()
+        self.source = source_tags()
         self.experiment_id = self._patiently("finding the experiment", self._experiment, experiment)
         self.parent_run_id = self._patiently("finding the study's run", self._find_or_create,
                                              {"resnet.study": study, "resnet.role": "study"}, study, {})
@@ -67,10 +101,10 @@ class StudyTracker:
     # study and reconnect on unpickling.
     def __getstate__(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "study": self.study, "experiment_id": self.experiment_id,
-                "parent_run_id": self.parent_run_id, "patience": self.patience}
+                "parent_run_id": self.parent_run_id, "patience": self.patience, "source": self.source}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"patience": PATIENCE_S, **state})
+        self.__dict__.update({"patience": PATIENCE_S, "source": {}, **state})
         self.client = MlflowClient(tracking_uri=state["tracking_uri"])
         self._local = threading.local()
 
@@ -113,7 +147,7 @@ class StudyTracker:
         found = self._find(keys)
         if found is not None:
             return found
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**keys, **tags})
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**self.source, **keys, **tags})
         return run.info.run_id
 
     def find_trial_run(self, trial_id: str) -> str | None:
@@ -123,6 +157,10 @@ class StudyTracker:
     def has_model(self, run_id: str) -> bool:
         run = self._patiently("reading a run", self.client.get_run, run_id)
         return run.data.tags.get("resnet.model_logged") == "true"
+
+    def run_metric(self, run_id: str, key: str) -> float | None:
+        """The latest value of metric ``key`` of ``run_id``, if logged."""
+        return self._patiently("reading a run", self.client.get_run, run_id).data.metrics.get(key)
 
     def log_spec(self, spec_yaml: str) -> None:
         self._patiently("logging the spec", self.client.log_text, self.parent_run_id, spec_yaml, "spec.yaml")
@@ -201,15 +239,104 @@ class StudyTracker:
     def log_report(self, folder: Path) -> None:
         self._patiently("logging the report", self.client.log_artifacts, self.parent_run_id, str(folder), "report")
 
-    def log_model(self, run_id: str, model: Any, name: str, input_example: Any) -> None:
-        """The trained network as an MLflow PyTorch model (traced on ``input_example``) on ``run_id``."""
-        def log_it() -> None:
+    def publish_study(self, params: Mapping[str, Any], metrics: Mapping[str, float], description: str,
+                      folder: Path) -> None:
+        """The study's run speaks for itself: ``params`` (the spec's values) and ``metrics`` (per group; a key
+        logged before keeps its value: MLflow params cannot change, and a re-run of a finished study computes the
+        same), ``description`` (the report, shown on the run's page) and ``folder`` as the
+        ``report`` artifacts."""
+        def publish() -> None:
+            logged = self.client.get_run(self.parent_run_id).data
+            new = [Param(key, str(value)[:6000]) for key, value in params.items() if key not in logged.params]
+            for start in range(0, len(new), 100):  # MLflow takes at most 100 params per batch
+                self.client.log_batch(self.parent_run_id, params=new[start:start + 100])
+            now = int(time.time() * 1000)  # each metric once, at step 0: a re-run of a finished study adds no point
+            values = [Metric(key, float(value), now, 0) for key, value in metrics.items()
+                      if value == value and key not in logged.metrics]
+            for start in range(0, len(values), 1000):
+                self.client.log_batch(self.parent_run_id, metrics=values[start:start + 1000])
+            self.client.set_tag(self.parent_run_id, DESCRIPTION_TAG, description)
+            self.client.log_artifacts(self.parent_run_id, str(folder), "report")
+
+        self._patiently("publishing the study's report", publish)
+
+    def artifact_url(self, path: str) -> str:
+        """Where the MLflow UI's page of the study's run finds one of its artifacts (a relative URL: the tracking
+        server serves ``get-artifact`` next to the UI)."""
+        return f"get-artifact?path={quote(path, safe='')}&run_uuid={self.parent_run_id}"
+
+    def trial_records(self) -> list[TrialRecord]:
+        """Every trial run of the study, read back from MLflow (figures and tables are drawn from these)."""
+        def read() -> list[TrialRecord]:
+            runs = [run for run in self._study_runs() if run.info.run_id != self.parent_run_id
+                    and "resnet.trial_id" in run.data.tags]
+            runs.sort(key=lambda run: (run.info.start_time or 0, run.info.run_id))
+            numbers: dict[tuple[str, str], int] = {}
+            records = []
+            for run in runs:
+                params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+                phase = tags.get("resnet.phase", "search")
+                group = params.get("group", "")
+                number = numbers.get((group, phase), 0)
+                numbers[(group, phase)] = number + 1
+                history = {m.step: m.value for m in self.client.get_metric_history(run.info.run_id, "val_error")}
+                tests = {m.step: m.value for m in self.client.get_metric_history(run.info.run_id, "test_error")}
+                steps = set(history) | set(tests)
+                status = tags.get("status", "running")
+                state = "" if phase != "search" else tags.get("resnet.optuna_state", "RUNNING")
+                ended = run.info.end_time if run.info.status != "RUNNING" else None
+                records.append(TrialRecord(
+                    group=group, phase=phase, number=number, run_id=run.info.run_id, lr=float(params["lr"]),
+                    weight_decay=float(params["weight_decay"]), seed=int(params.get("seed", 0)), state=state,
+                    status=status, iterations=max(steps, default=0),
+                    val_error=metrics.get("final_val_error", history[max(history)] if history else None),
+                    test_error=metrics.get("final_test_error", tests[max(tests)] if tests else None),
+                    wall_seconds=None if not ended or not run.info.start_time
+                    else (ended - run.info.start_time) / 1000,
+                    intermediate=history if phase == "search" else {},
+                ))
+            return records
+
+        return self._patiently("reading the study's trials", read)
+
+    def log_model(self, run_id: str, model: Any, name: str, input_example: Any, signature: Any = None) -> str:
+        """The trained network as an MLflow PyTorch model (exported with ``torch.export``; a ``-1`` dimension of
+        ``signature`` stays dynamic) on ``run_id``; returns its model URI, also kept in the run's tags, so a
+        resumed study does not log it twice."""
+        def log_it() -> str:
+            uri = self.client.get_run(run_id).data.tags.get("resnet.model_uri")
+            if uri:
+                return uri
             mlflow.set_tracking_uri(self.tracking_uri)
             with mlflow.start_run(run_id=run_id, nested=True):
-                mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+                info = mlflow.pytorch.log_model(model, name=name, input_example=input_example, signature=signature,
+                                                serialization_format="pt2")
+            self.client.set_tag(run_id, "resnet.model_uri", info.model_uri)
             self.client.set_tag(run_id, "resnet.model_logged", "true")
+            return info.model_uri
 
-        self._patiently("logging a model", log_it)
+        return self._patiently("logging a model", log_it)
+
+    def register_model(self, name: str, model_uri: str, run_id: str, alias: str, description: str,
+                       tags: Mapping[str, Any]) -> int:
+        """``model_uri`` as a version of the registered model ``name`` (created once, found again on a resumed
+        study), with ``tags`` and ``description``, and ``alias`` pointing at it; returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        def register() -> int:
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(name, tags={"resnet.study": self.study}, description=description)
+            found = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+            version = (found[0] if found else self.client.create_model_version(
+                name, model_uri, run_id=run_id, description=description)).version
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, str(version), key, str(value))
+            self.client.set_registered_model_alias(name, alias, str(version))
+            return int(version)
+
+        return self._patiently("registering a model", register)
 
     def close(self, status: str = RUN_FINISHED) -> None:
         self._patiently("closing the study's run", self.client.set_terminated, self.parent_run_id, status)

@@ -52,7 +52,7 @@ class LoggedStudy:
 
 
 @pytest.fixture(scope="module")
-def logged_study(mlflow_server: MlflowServer) -> LoggedStudy:
+def logged_study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> LoggedStudy:
     """Two search trials of a resnet20 study, as the study's tracker logs them, on the server as the admin."""
     from study.tracking import STATUS_COMPLETED, StudyTracker
 
@@ -76,9 +76,26 @@ def logged_study(mlflow_server: MlflowServer) -> LoggedStudy:
                 tracker.log_evaluation(run_id, result)
             tracker.finish_trial(run_id, STATUS_COMPLETED, result)
             trials.append(Trial(run_id, name, dict(zip((50, 100), errors))))
+        _publish_report(tracker, tmp_path_factory.mktemp("report"))
         tracker.close()
     print(f"study {STUDY} logged in {time.monotonic() - started:.1f} s")
     return LoggedStudy(tracker.experiment_id, tracker.parent_run_id, trials)
+
+
+ANSWER = "At depth 20 the study's answer is written here in words."
+REPORT_FIGURE = "error_vs_depth.png"
+
+
+def _publish_report(tracker: Any, folder: Path) -> None:
+    """The report of the made-up study, published on its run as the study does (study.publish)."""
+    from study.report import GroupResult, report_markdown, write_report
+
+    results = [GroupResult(group="resnet20-A", arch="resnet20", depth=20, residual=True, shortcut="A", params=272474,
+                           lr=0.1, weight_decay=1e-4, val_error=58.25, trials=2, stopped_early=0)]
+    shown = write_report(results, folder, STUDY, answer=[ANSWER])
+    description = report_markdown(results, STUDY, answer=[ANSWER], figures=shown,
+                                  link=lambda path: tracker.artifact_url(f"report/{path}"))
+    tracker.publish_study({"train.iterations": 100}, {"resnet20-A/val_error": 58.25}, description, folder)
 
 
 def _chrome_options(**capabilities: Any) -> Any:
@@ -305,3 +322,37 @@ def _widen_run_names(page: Page) -> None:
         time.sleep(0.5)
     except WebDriverException as error:
         print(f"could not widen the Run Name column: {error.msg}")
+
+
+def test_the_study_runs_page_shows_the_report_and_lists_its_figures(chrome: Callable[..., Any],
+                                                                    mlflow_server: MlflowServer,
+                                                                    logged_study: LoggedStudy) -> None:
+    """The study's run page: its description is the report (the answer in words, the figure drawn from the run's
+    own artifacts), and the artifacts tab lists the report's figures."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = chrome()
+    token = base64.b64encode(f"{mlflow_server.username}:{mlflow_server.password}".encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
+    page = Page(driver, "study-run")
+    run_url = f"{mlflow_server.url}/#/experiments/{logged_study.experiment_id}/runs/{logged_study.parent_run_id}"
+    driver.get(run_url)
+    page.visible("the study run's title", By.XPATH, _text_xpath(STUDY))
+    _close_assistant(page)
+    page.visible("the report's answer in the description", By.XPATH, f"//li[normalize-space()=\"{ANSWER}\"]")
+    image = page.visible("the report's figure in the description", By.CSS_SELECTOR,
+                         f"img[src*='get-artifact'][src*='{REPORT_FIGURE}']")
+    page.wait("the figure drawn (fetched from the run's artifacts)",
+              lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) or False)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
+    time.sleep(0.5)
+    page.shot("study-run-description")
+
+    page.wait("artifacts tab", ec.element_to_be_clickable((By.XPATH, "//*[@role='tab'][normalize-space()='Artifacts']"))
+              ).click()
+    page.wait("the report folder", ec.element_to_be_clickable((By.XPATH, _text_xpath("report")))).click()
+    for name in ("report.md", REPORT_FIGURE):
+        page.visible(f"artifact {name}", By.XPATH, _text_xpath(name))
+    page.shot("study-run-artifacts")

@@ -77,7 +77,9 @@ def test_report_table_json_and_figure(tmp_path: Path) -> None:
     table = format_table(results)
     assert "| resnet20-A | 20 | A | 269,722 | 0.1 | 0.0001 | 9.00 | 8.50 ± 0.71 (n=2) | 8.75 | 8 (3) |" in table
     assert "| plain20 | 20 | none (plain) |" in table and "8.50 ± 0.00 (n=3)" in table
-    folder = write_report(results, tmp_path / "report", "demo")
+    folder = tmp_path / "report"
+    shown = write_report(results, folder, "demo")
+    assert [figure.path for figure in shown] == ["error_vs_depth.png"]
     assert (folder / "error_vs_depth.png").stat().st_size > 10_000
     data = json.loads((folder / "report.json").read_text())
     assert data[0]["test_mean"] == pytest.approx(8.5) and data[2]["test_mean"] is None

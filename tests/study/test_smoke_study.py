@@ -27,6 +27,22 @@ TRIALS_PER_GROUP = 2
 on two cores, then the final runs (the spec's 3 per group would add a third round, about 75 s)."""
 ITERATIONS = 150
 SMOKE_ARGS = ("--set", f"search.trials_per_group={TRIALS_PER_GROUP}")
+REPORT_FILES = ("report.md", "report.json", "budget.json", "answer.json", "trials.csv", "error_vs_depth.png",
+                "fig6_training_curves.png", "fig7_layer_responses.png", "layer_responses.csv")
+LOAD_AND_SCORE = """
+import sys, mlflow, torch
+from resnet_core import load_image_dataset
+
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pytorch.load_model(sys.argv[2])  # the README's load
+data = load_image_dataset(sys.argv[3], download=False)
+wrong = 0
+with torch.inference_mode():
+    for start in range(0, len(data.test_labels), 256):
+        scores = model(data.test_images[start:start + 256])
+        wrong += int((scores.argmax(1) != data.test_labels[start:start + 256]).sum())
+print(len(data.test_labels), 100.0 * wrong / len(data.test_labels))
+"""
 
 
 def _finished_trial_runs(db: Path) -> set[str]:
@@ -93,7 +109,13 @@ def test_mlflow_holds_the_study_and_its_trials(smoke) -> None:
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"spec.yaml", "report"} <= artifacts
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/report.json", "report/error_vs_depth.png"} <= report
+    assert {f"report/{name}" for name in REPORT_FILES} <= report, report
+    assert parent.data.params["search.trials_per_group"] == str(TRIALS_PER_GROUP)
+    assert {f"{group}/{key}" for group in GROUPS for key in ("lr", "weight_decay", "val_error", "test_error_mean")} \
+        <= set(parent.data.metrics)
+    description = parent.data.tags["mlflow.note.content"]
+    assert description.startswith("# Study smoke") and "## The answer" in description and "fig6" in description
+    assert parent.data.tags["mlflow.source.name"] == "study/run.py" and parent.data.tags["mlflow.user"]
 
     trials = [r for r in runs if r.data.tags.get("resnet.role") != "study"]
     search = [r for r in trials if r.data.tags.get("resnet.phase") == "search"]
@@ -106,7 +128,7 @@ def test_mlflow_holds_the_study_and_its_trials(smoke) -> None:
         assert params["group"] in GROUPS and params["depth"] == "20"
         assert params["residual"] == str(params["arch"].startswith("resnet"))
         assert run.data.tags["status"] in ("completed", "stopped early")
-        curves = ("train_error", "val_error", "test_error", "lr") if run in search else ("train_error", "test_error", "lr")
+        curves = ("train_error", "test_error", "lr") + (("val_error",) if run in search else ())
         for curve in curves:
             history = client.get_metric_history(run.info.run_id, curve)
             steps = [m.step for m in history]
@@ -149,3 +171,26 @@ def test_rerunning_a_finished_study_adds_nothing(smoke, cifar_subset: Path) -> N
     assert again.returncode == 0, again.stderr[-3000:]
     _, after = _runs(folder)
     assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_each_groups_model_is_registered_and_reproduces_its_test_error(smoke, cifar_subset: Path, group: str) -> None:
+    """The registered model, loaded by its alias in a fresh process, scores the whole test set in batches of 256
+    with the test error its final run recorded."""
+    folder = smoke[0]
+    client, _ = _runs(folder)
+    version = client.get_model_version_by_alias(f"smoke-{group}", "best")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["resnet.phase"] == "final" and run.data.params["group"] == group
+    recorded = run.data.metrics["final_test_error"]
+    assert float(version.tags["test_error"]) == pytest.approx(recorded)
+    assert float(version.tags["lr"]) == pytest.approx(float(run.data.params["lr"]))
+    started = time.monotonic()
+    scored = subprocess.run([sys.executable, "-c", LOAD_AND_SCORE, f"sqlite:///{folder / 'mlflow.db'}",
+                             f"models:/smoke-{group}@best", str(cifar_subset)], capture_output=True, text=True,
+                            timeout=300, env=study_env(), cwd=folder)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    images, error = scored.stdout.split()[-2:]
+    print(f"{group}: recorded {recorded:.2f}%, reloaded {float(error):.2f}% on {images} images "
+          f"({time.monotonic() - started:.1f} s)")
+    assert abs(float(error) - recorded) <= 100 / int(images) + 1e-9  # at most one image of float-order difference

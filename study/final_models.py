@@ -1,0 +1,132 @@
+"""Each group's final model: read back from its last checkpoint, released through the MLflow Model Registry,
+and kept for the report's analysis of layer responses (paper Fig. 7).
+
+The model of a group is its chosen configuration (the search's best validation error) trained on the whole
+training set with the study's first final seed (``train.seed``); the other seeds only give the spread of the
+test error. It is logged packaged with its input normalisation (:class:`resnet_core.models.serving.ImageClassifier`:
+uint8 images in, logits out, any batch size) and registered as ``<study>-<group>`` with the alias ``best`` --
+the best configuration of the search, not a seed picked by its test error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+from torch import nn
+
+from resnet_core import ImageDataset, create_model
+from resnet_core.data.augment import Normalizer
+from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from resnet_core.models.serving import ImageClassifier
+from study.report import GroupResult
+from study.spec import Group, StudySpec
+from study.tracking import StudyTracker
+
+log = logging.getLogger(__name__)
+
+ALIAS = "best"
+EXAMPLE_IMAGES = 8
+"""Test images logged as the model's input example (more than 1, so the exported batch size stays dynamic)."""
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The first-seed final model of one group and the MLflow run that trained it."""
+
+    group: Group
+    run_id: str
+    seed: int
+    net: nn.Module
+    normalization: str
+
+
+def registered_name(study: str, group: str) -> str:
+    """The Model Registry name of a group's model, e.g. ``cifar10-depth-resnet56-A``."""
+    return f"{study}-{group}"
+
+
+def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTracker) -> list[FinalModel]:
+    """Per group (in the spec's order), the network of its first-seed final run, from that run's last checkpoint."""
+    groups = {group.key: group for group in spec.study_groups()}
+    found: dict[str, FinalModel] = {}
+    for result in grid or []:
+        final = (result.config or {}).get("final", {})
+        path = (result.metrics or {}).get("checkpoint_path")
+        if final.get("seed") != spec.train.seed or not path or final.get("group") not in groups:
+            continue
+        run_id = tracker.find_trial_run(result.metrics["trial_id"])
+        if run_id is None:
+            continue
+        state = load_checkpoint(Path(path) / CHECKPOINT_NAME)
+        group = groups[final["group"]]
+        net = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
+        net.load_state_dict(state["model"])
+        normalization = str(state.get("config", {}).get("normalization", spec.train.normalization))
+        found[group.key] = FinalModel(group, run_id, int(final["seed"]), net.eval(), normalization)
+    return [found[key] for key in groups if key in found]
+
+
+def released_model(model: FinalModel, data: ImageDataset) -> ImageClassifier:
+    """The network behind the normalisation its final run trained with (fitted on all training images, as the
+    final run's pipeline did: it holds nothing out)."""
+    normalizer = Normalizer.fit(data.train_images, model.normalization)
+    return ImageClassifier(model.net, normalizer.mean, normalizer.std).eval()
+
+
+def signature(data: ImageDataset) -> Any:
+    """uint8 images (any batch, C, H, W) -> float32 logits (any batch, classes)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    channels, height, width = data.test_images.shape[1:]
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype("uint8"), (-1, channels, height, width))]),
+                          outputs=Schema([TensorSpec(np.dtype("float32"), (-1, data.num_classes))]))
+
+
+def release(spec: StudySpec, models: Sequence[FinalModel], results: Sequence[GroupResult], tracker: StudyTracker,
+            data: ImageDataset) -> dict[str, str]:
+    """Log each final model on its run and register it (alias :data:`ALIAS`, tags carrying its errors and chosen
+    values); returns group -> ``models:/<name>@best``."""
+    by_group = {result.group: result for result in results}
+    example = data.test_images[:EXAMPLE_IMAGES].numpy()
+    released = {}
+    for model in models:
+        result = by_group.get(model.group.key)
+        if result is None:
+            continue
+        uri = tracker.log_model(model.run_id, released_model(model, data), name="model", input_example=example,
+                                signature=signature(data))
+        tags = {"study": spec.name, "group": model.group.key, "arch": model.group.arch,
+                "shortcut": model.group.shortcut or "none", "seed": model.seed, "lr": result.lr,
+                "weight_decay": result.weight_decay, "val_error": result.val_error,
+                "iterations": spec.train.iterations, "dataset": spec.dataset.name,
+                "input": "uint8 images (N, C, H, W) as stored; normalisation inside"}
+        seed_error = tracker.run_metric(model.run_id, "final_test_error")
+        if seed_error is not None:
+            tags["test_error"] = seed_error
+        if result.test_mean is not None:
+            tags.update(test_error_mean=result.test_mean, test_error_std=result.test_std,
+                        final_seeds=len(result.test_errors))
+        name = registered_name(spec.name, model.group.key)
+        description = (f"{model.group.key} of study {spec.name}: the search's best configuration (lr {result.lr:.4g}, "
+                       f"weight decay {result.weight_decay:.3g}) trained {spec.train.iterations:,} iterations on all "
+                       f"{spec.dataset.name} training images with seed {model.seed}. Input: uint8 images "
+                       f"(N, C, H, W); output: logits.")
+        version = tracker.register_model(name, uri, model.run_id, ALIAS, description, tags)
+        log.info("registered %s version %d as models:/%s@%s", name, version, name, ALIAS)
+        released[model.group.key] = f"models:/{name}@{ALIAS}"
+    return released
+
+
+def normalised_test_images(data: ImageDataset, model: FinalModel, batch_size: int = 500) -> Iterator[torch.Tensor]:
+    """The test images, normalised as ``model`` was trained, in batches (for the layer responses of Fig. 7)."""
+    normalizer = Normalizer.fit(data.train_images, model.normalization)
+    for start in range(0, len(data.test_images), batch_size):
+        yield normalizer(data.test_images[start:start + batch_size])
