@@ -342,6 +342,9 @@ def test_the_study_runs_page_shows_the_report_and_lists_its_figures(chrome: Call
     page.visible("the study run's title", By.XPATH, _text_xpath(STUDY))
     _close_assistant(page)
     page.visible("the report's answer in the description", By.XPATH, f"//li[normalize-space()=\"{ANSWER}\"]")
+    page.visible("the run's source: the entry point and its commit", By.XPATH, _text_xpath("run.py"))
+    page.wait("the description's 'Show more'", ec.element_to_be_clickable((By.XPATH, _text_xpath("Show more")))
+              ).click()  # the UI folds a long description
     image = page.visible("the report's figure in the description", By.CSS_SELECTOR,
                          f"img[src*='get-artifact'][src*='{REPORT_FIGURE}']")
     page.wait("the figure drawn (fetched from the run's artifacts)",
