@@ -154,10 +154,6 @@ class StudyTracker:
         return self._patiently("finding a trial's run", self._find, {"resnet.study": self.study,
                                                                      "resnet.trial_id": trial_id})
 
-    def has_model(self, run_id: str) -> bool:
-        run = self._patiently("reading a run", self.client.get_run, run_id)
-        return run.data.tags.get("resnet.model_logged") == "true"
-
     def run_metric(self, run_id: str, key: str) -> float | None:
         """The latest value of metric ``key`` of ``run_id``, if logged."""
         return self._patiently("reading a run", self.client.get_run, run_id).data.metrics.get(key)
