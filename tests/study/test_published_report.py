@@ -23,7 +23,7 @@ from study.publish import publish_report
 from study.report import GroupResult
 from study.runner import study_budget
 from study.spec import load_spec
-from study.tracking import STATUS_COMPLETED, STATUS_STOPPED, StudyTracker
+from study.tracking import STATUS_COMPLETED, STATUS_STOPPED, StudyTracker, evaluation_values
 
 STUDY = "published"
 SEARCH = {  # group -> (lr, weight decay, final val error or None when pruned at 100, status)
@@ -138,3 +138,31 @@ def test_every_run_carries_mlflows_source_tags(published) -> None:
         assert tags["mlflow.source.name"] == tags["mlflow.project.entryPoint"] == "study/run.py"
         if commit:
             assert tags["mlflow.source.git.commit"] == commit
+
+
+def test_without_final_runs_the_report_draws_the_search_and_says_what_it_cannot(tmp_path: Path) -> None:
+    """train.final_seeds=0: Fig. 6 shows the chosen search trials' validation error, Fig. 7 is named as not
+    drawn (no final model), and the answer says the groups were not compared."""
+    spec = load_spec(SMOKE, ["name=searched", "train.final_seeds=0"])
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "searched", "searched")
+    for group, trials in SEARCH.items():
+        lr, weight_decay, val_error, status = trials[0]
+        params = {"arch": group.split("-")[0], "group": group, "lr": lr, "weight_decay": weight_decay, "seed": 0,
+                  "phase": "search"}
+        run_id = tracker.trial_run(f"{group}-s0", group, params, "search")
+        result = {"iteration": 150, "train_error": val_error - 5, "val_error": val_error, "lr": lr}
+        tracker.log_metrics(run_id, evaluation_values(result), 150)
+        tracker.finish_trial(run_id, status, result)
+    results = [GroupResult(group=group, arch=group.split("-")[0], depth=20, residual=group.startswith("resnet"),
+                           shortcut="A" if group.startswith("resnet") else None, params=270_000,
+                           lr=SEARCH[group][0][0], weight_decay=SEARCH[group][0][1], val_error=SEARCH[group][0][2],
+                           trials=1, stopped_early=0) for group in SEARCH]
+    sentences = publish_report(spec, tracker, results, study_budget(spec), [], make_dataset(size=32))
+    assert any("no final retraining" in sentence for sentence in sentences)
+    client = MlflowClient(tracker.tracking_uri)
+    description = client.get_run(tracker.parent_run_id).data.tags["mlflow.note.content"]
+    assert "layer responses (Fig. 7): no final model (train.final_seeds is 0)" in description
+    files = {a.path for a in client.list_artifacts(tracker.parent_run_id, "report")}
+    assert "report/fig6_training_curves.png" in files and "report/fig7_layer_responses.png" not in files
+    rows = tracker.metric_rows(tracker.find_trial_run("resnet20-A-s0"))
+    assert rows == [{"iteration": 150, "train_error": 35.0, "val_error": 40.0, "lr": 0.1}]  # what Fig. 6 drew
