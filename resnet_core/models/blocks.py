@@ -84,8 +84,10 @@ class ZeroPadShortcut(nn.Module):
         return f"extra_channels={self.extra_channels}, stride={self.stride}"
 
 
-def make_shortcut(option: Shortcut, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
-    """The shortcut of one block under ``option``; ``None`` means the plain identity ``x``."""
+def make_shortcut(option: Shortcut | str, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """The shortcut of one block under ``option`` (an option or its name, "A", "b", ...); ``None`` means the plain
+    identity ``x``."""
+    option = Shortcut.parse(option)  # a name compared with ``is`` against the enum would silently build option A
     grows = stride != 1 or in_channels != out_channels
     if option is Shortcut.C or (option is Shortcut.B and grows):
         return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
@@ -107,7 +109,7 @@ class BasicBlock(nn.Module):
         in_channels: int,
         channels: int,
         stride: int = 1,
-        shortcut: Shortcut = Shortcut.A,
+        shortcut: Shortcut | str = Shortcut.A,
         residual: bool = True,
     ) -> None:
         super().__init__()
@@ -170,7 +172,7 @@ class Bottleneck(nn.Module):
         in_channels: int,
         channels: int,
         stride: int = 1,
-        shortcut: Shortcut = Shortcut.A,
+        shortcut: Shortcut | str = Shortcut.A,
         residual: bool = True,
         stride_in: StrideIn | str = StrideIn.CONV1X1,
     ) -> None:

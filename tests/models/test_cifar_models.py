@@ -127,3 +127,16 @@ def test_registry_lists_the_paper_models_with_their_errors() -> None:
     assert model_info("resnet110").paper_error == 6.43
     assert model_info("plain20").residual is False
     assert model_info("cifar_plain").residual is False and model_info("cifar_resnet").residual is True
+
+
+@pytest.mark.parametrize("option", ["C", "c", "B", "b"])
+def test_a_block_given_the_options_name_builds_that_option(option: str) -> None:
+    """Option C projects on every block, B where dimensions grow (Table 3), whether given the enum or its name."""
+    from torch import nn
+
+    from resnet_core.models.blocks import BasicBlock, Bottleneck
+
+    same = BasicBlock(16, 16, shortcut=option)
+    grows = Bottleneck(64, 64, stride=2, shortcut=option)
+    assert isinstance(grows.downsample, nn.Sequential)
+    assert isinstance(same.downsample, nn.Sequential) == (option.upper() == "C")
