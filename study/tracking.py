@@ -195,9 +195,6 @@ class StudyTracker:
         if metrics:
             self._patiently("logging metrics", self.client.log_batch, run_id, metrics)
 
-    def log_evaluation(self, run_id: str, result: Mapping[str, Any], timestamp: int | None = None) -> None:
-        self.log_metrics(run_id, evaluation_values(result), int(result["iteration"]), timestamp)
-
     def finish_trial(self, run_id: str, status: str, final: Mapping[str, Any] | None,
                      timestamp: int | None = None) -> None:
         """Final values, the status tag, and the trial's metrics.csv and curve plot as artifacts."""

@@ -290,9 +290,6 @@ class TrainConfig:
         """A copy with ``changes`` applied and validated (unknown keys rejected)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
-    def save_json(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def load_json(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(path.read_text()))

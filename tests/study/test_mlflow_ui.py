@@ -54,7 +54,7 @@ class LoggedStudy:
 @pytest.fixture(scope="module")
 def logged_study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> LoggedStudy:
     """Two search trials of a resnet20 study, as the study's tracker logs them, on the server as the admin."""
-    from study.tracking import STATUS_COMPLETED, StudyTracker
+    from study.tracking import STATUS_COMPLETED, StudyTracker, evaluation_values
 
     started = time.monotonic()
     with pytest.MonkeyPatch.context() as patch:
@@ -73,7 +73,7 @@ def logged_study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathF
                 result = {"iteration": step, "lr": lr, "train_loss": 2.0 - step / 100, "train_error": val_error - 5,
                           "val_loss": 2.1 - step / 100, "val_error": val_error, "test_loss": 2.1 - step / 100,
                           "test_error": val_error + 1}
-                tracker.log_evaluation(run_id, result)
+                tracker.log_metrics(run_id, evaluation_values(result), int(result["iteration"]))
             tracker.finish_trial(run_id, STATUS_COMPLETED, result)
             trials.append(Trial(run_id, name, dict(zip((50, 100), errors))))
         _publish_report(tracker, tmp_path_factory.mktemp("report"))

@@ -46,7 +46,7 @@ def _log_study(tracker: StudyTracker, iterations: int) -> None:
             for step in range(50, last + 1, 50):
                 error = (val_error or 90.0) + (last - step) / 10
                 result = {"iteration": step, "train_error": error - 5, "val_error": error, "lr": lr}
-                tracker.log_evaluation(run_id, result)
+                tracker.log_metrics(run_id, evaluation_values(result), int(result["iteration"]))
             tracker.finish_trial(run_id, status, result)
         for seed, test_error in enumerate(FINAL_ERRORS[group]):
             params = {"arch": group.split("-")[0], "group": group, "lr": trials[0][0], "weight_decay": trials[0][1],
@@ -55,7 +55,7 @@ def _log_study(tracker: StudyTracker, iterations: int) -> None:
             for step in range(50, iterations + 1, 50):
                 result = {"iteration": step, "train_error": test_error - 8 + (iterations - step) / 10,
                           "test_error": test_error + (iterations - step) / 10, "lr": trials[0][0]}
-                tracker.log_evaluation(run_id, result)
+                tracker.log_metrics(run_id, evaluation_values(result), int(result["iteration"]))
             tracker.finish_trial(run_id, STATUS_COMPLETED, result)
 
 
