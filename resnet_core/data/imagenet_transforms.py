@@ -28,14 +28,9 @@ from tqdm.auto import tqdm
 
 from resnet_core.data.imagenet import CorruptImageError, read_image
 from resnet_core.errors import ConfigError
+from resnet_core.options import EVAL_CROPS, PRESETS
 
 logger = logging.getLogger(__name__)
-
-PRESETS = ("paper", "torchvision")
-"""Augmentation recipes: the paper's (Sec. 3.4) and torchvision's reference ImageNet recipe."""
-
-EVAL_CROPS = (1, 10)
-"""Views per test image: the centre crop, or the standard 10 crops (Sec. 3.4)."""
 
 IMAGENET_CHANNEL_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_CHANNEL_STD = (0.229, 0.224, 0.225)

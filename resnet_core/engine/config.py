@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_core.data.imagenet_transforms import EVAL_CROPS, PRESETS
-from resnet_core.engine.step import check_options
 from resnet_core.errors import ConfigError
+from resnet_core.options import EVAL_CROPS, PRESETS, check_options
 
 NORMALIZATIONS = ("pixel_mean", "channel")
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")

@@ -31,12 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_core.errors import ConfigError
+from resnet_core.options import COMPILE_MODES, check_options
 
 if TYPE_CHECKING:
     from resnet_core.engine.config import TrainConfig
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-"""``none``: eager. The rest are ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs."""
 
 
 @dataclass(frozen=True)
@@ -122,15 +121,6 @@ class Execution:
         if self.threads is not None and self.device.type == "cpu":
             parts.append(f"{self.threads} threads")
         return ", ".join(parts)
-
-
-def check_options(*, compile: str, threads: int | None) -> None:
-    """The device-independent checks, shared by :class:`~resnet_core.engine.config.TrainConfig` (which runs
-    them on construction, before any device is chosen) and :meth:`Execution.resolve`."""
-    if compile not in COMPILE_MODES:
-        raise ConfigError(f"unknown compile mode {compile!r}: use one of {', '.join(COMPILE_MODES)}")
-    if threads is not None and threads <= 0:
-        raise ConfigError(f"threads must be a positive number of CPU threads, got {threads}")
 
 
 def affinity_cpus() -> int | None:

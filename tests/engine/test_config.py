@@ -119,3 +119,19 @@ def test_checkpoint_seconds_is_a_resumable_float() -> None:
     assert config.checkpoint_seconds == 600.0 and isinstance(config.checkpoint_seconds, float)
     assert TrainConfig.from_dict(config.to_dict()) == config
     assert "checkpoint_seconds" in RESUMABLE_CHANGES  # it changes when checkpoints are written, not the result
+
+
+def test_the_config_module_depends_on_neither_the_step_nor_torchvision() -> None:
+    """The configuration names and checks its options without importing what executes them: no import of
+    resnet_core.engine.step (which imports the config for its types: no cycle) and no torchvision."""
+    import ast
+    import inspect
+
+    from resnet_core.engine import config
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(config)))
+                if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(ast.parse(inspect.getsource(config)))
+                 if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name.startswith(("torchvision", "resnet_core.engine.step",
+                                                              "resnet_core.data"))}, imported

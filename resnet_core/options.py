@@ -1,0 +1,25 @@
+"""Names of the choices a run offers that more than one layer needs, kept free of heavy imports (no torch, no
+torchvision), so that the configuration can name and check them without loading what executes them."""
+
+from __future__ import annotations
+
+from resnet_core.errors import ConfigError
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+"""``none``: eager. The rest are ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs."""
+
+PRESETS = ("paper", "torchvision")
+"""ImageNet augmentation recipes: the paper's (Sec. 3.4) and torchvision's reference ImageNet recipe."""
+
+EVAL_CROPS = (1, 10)
+"""Views per ImageNet test image: the centre crop, or the standard 10 crops (Sec. 3.4)."""
+
+
+def check_options(*, compile: str, threads: int | None) -> None:
+    """The device-independent checks of how a step executes, shared by
+    :class:`~resnet_core.engine.config.TrainConfig` (on construction, before any device is chosen) and
+    :meth:`resnet_core.engine.step.Execution.resolve`."""
+    if compile not in COMPILE_MODES:
+        raise ConfigError(f"unknown compile mode {compile!r}: use one of {', '.join(COMPILE_MODES)}")
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"threads must be a positive number of CPU threads, got {threads}")
