@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from resnet_core.atomic import write_text
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnet_core.engine.config import TrainConfig
 from resnet_core.engine.distributed import ProcessGroup
@@ -192,12 +192,7 @@ def write_responses_csv(responses: Mapping[str, Sequence[LayerResponse]], path: 
     for label, layers in responses.items():
         for layer, rank in zip(layers, ranks(layers)):
             writer.writerow([label, layer.index, layer.name, repr(float(layer.std)), rank])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(buffer.getvalue())
-    os.replace(temp, path)  # readers never see half a file
-    return path
+    return write_text(path, buffer.getvalue())  # readers never see half a file
 
 
 def read_responses_csv(path: Path) -> dict[str, list[LayerResponse]]:

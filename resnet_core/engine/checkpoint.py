@@ -8,13 +8,12 @@ in the same directory and renamed over the old one: a crash mid-write never leav
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from resnet_core.atomic import replacing
 from resnet_core.errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -23,17 +22,8 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format_version": FORMAT_VERSION, **state}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with replacing(path, "wb", durable=True) as stream:
+        torch.save({"format_version": FORMAT_VERSION, **state}, stream)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

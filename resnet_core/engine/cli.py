@@ -21,11 +21,9 @@ import csv
 import io
 import json
 import logging
-import os
 import shlex
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from resnet_core.analysis.layer_responses import write_figure_7
+from resnet_core.atomic import write_text
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnet_core.engine.config import DATASETS, LR_SCHEDULES, NORMALIZATIONS, PRESETS, TrainConfig
 from resnet_core.engine.distributed import joined_from_environment
@@ -137,14 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` in one rename, so readers never see half a file."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
-
-
 class MetricsCsv:
     """Keeps ``metrics.csv`` in step with the evaluations, also across a resume (rows past it are dropped)."""
 
@@ -166,7 +157,7 @@ class MetricsCsv:
         writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(self.path, buffer.getvalue())
+        write_text(self.path, buffer.getvalue())
 
 
 def resolve_config(options: dict[str, Any], out_dir: Path, resume: bool) -> TrainConfig:
@@ -220,7 +211,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with joined_from_environment(config.device) as group:  # torchrun: one process per rank
         if group.is_main:  # rank 0 writes the run directory; every rank trains
             out_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+            write_text(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
         metrics = MetricsCsv(out_dir / METRICS_NAME, with_validation=config.val_split > 0,
                              with_top5=config.is_imagenet)
         result = fit(
@@ -232,7 +223,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         summary = result.summary()
         if group.is_main:
-            write_atomic(out_dir / RESULTS_NAME, json.dumps(summary, indent=2) + "\n")
+            write_text(out_dir / RESULTS_NAME, json.dumps(summary, indent=2) + "\n")
             log.info("test error %.2f%% after %d iterations (%.0f s); results in %s", summary["test_error"],
                      summary["iterations"], summary["wall_seconds"], out_dir)
     return summary
