@@ -20,6 +20,7 @@ Attribute names follow torchvision (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 
 import torch
@@ -200,3 +201,20 @@ class Bottleneck(nn.Module):
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.relu(out)
+
+
+def make_stages(block: type[BasicBlock] | type[Bottleneck], in_channels: int, widths: Sequence[int],
+                counts: Sequence[int], **block_options: object) -> tuple[list[nn.Sequential], int]:
+    """The stages of a network: ``counts[i]`` blocks of width ``widths[i]``; the first block of every stage but
+    the first halves the map with stride 2 (CIFAR: Sec. 4.2; ImageNet: conv3_1, conv4_1, conv5_1 of Table 1).
+    Returns the stages and the channels the last one outputs. ``block_options`` (shortcut, residual,
+    stride_in) go to every block."""
+    stages: list[nn.Sequential] = []
+    for index, (width, count) in enumerate(zip(widths, counts)):
+        blocks = []
+        for block_index in range(count):
+            stride = 2 if index > 0 and block_index == 0 else 1
+            blocks.append(block(in_channels, width, stride, **block_options))
+            in_channels = width * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages, in_channels

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from resnet_core.errors import ConfigError
-from resnet_core.models.blocks import BasicBlock, Shortcut, conv3x3
+from resnet_core.models.blocks import BasicBlock, Shortcut, conv3x3, make_stages
 from resnet_core.models.init import init_he
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -55,16 +55,9 @@ class CifarResNet(nn.Module):
         self.conv1 = conv3x3(3, STAGE_WIDTHS[0])
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0])
         self.relu = nn.ReLU(inplace=True)
-        stages: list[nn.Sequential] = []
-        in_channels = STAGE_WIDTHS[0]
-        for index, width in enumerate(STAGE_WIDTHS):
-            blocks = []
-            for block_index in range(n):
-                # The first block of stages 2 and 3 halves the map with a stride-2 convolution.
-                stride = 2 if index > 0 and block_index == 0 else 1
-                blocks.append(BasicBlock(in_channels, width, stride, shortcut=option, residual=residual))
-                in_channels = width * BasicBlock.expansion
-            stages.append(nn.Sequential(*blocks))
+        # n blocks per stage; the first block of stages 2 and 3 halves the map with a stride-2 convolution.
+        stages, in_channels = make_stages(BasicBlock, STAGE_WIDTHS[0], STAGE_WIDTHS, (n,) * len(STAGE_WIDTHS),
+                                          shortcut=option, residual=residual)
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from resnet_core.errors import ConfigError
-from resnet_core.models.blocks import BasicBlock, Bottleneck, Shortcut, StrideIn
+from resnet_core.models.blocks import BasicBlock, Bottleneck, Shortcut, StrideIn, make_stages
 from resnet_core.models.init import init_he
 
 Block = type[BasicBlock] | type[Bottleneck]
@@ -75,16 +75,9 @@ class ImageNetResNet(nn.Module):
         # Table 1 gives only the kernel and stride; padding 1 is torchvision's and fb.resnet.torch's choice.
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         placement_arg = {"stride_in": placement} if bottleneck else {}
-        stages: list[nn.Sequential] = []
-        in_channels = STAGE_WIDTHS[0]
-        for index, (width, count) in enumerate(zip(STAGE_WIDTHS, layers)):
-            blocks = []
-            for block_index in range(count):
-                # conv3_1, conv4_1 and conv5_1 halve the map with stride 2 (Table 1); conv2_1 follows the pool.
-                stride = 2 if index > 0 and block_index == 0 else 1
-                blocks.append(block(in_channels, width, stride, shortcut=option, residual=residual, **placement_arg))
-                in_channels = width * block.expansion
-            stages.append(nn.Sequential(*blocks))
+        # conv2_1 follows the pool (stride 1); conv3_1, conv4_1 and conv5_1 halve the map (Table 1).
+        stages, in_channels = make_stages(block, STAGE_WIDTHS[0], STAGE_WIDTHS, layers, shortcut=option,
+                                          residual=residual, **placement_arg)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
