@@ -71,26 +71,32 @@ def address(uri: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
 
 
-def _credentials() -> tuple[str | None, str | None]:
-    """The Authorization header MLflow's client would send, and the user it names (for messages)."""
-    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if username and password:
-        token = base64.standard_b64encode(f"{username}:{password}".encode()).decode()
-        return f"Basic {token}", username
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}", None
+def _credentials(uri: str) -> tuple[str | None, str | None]:
+    """The Authorization header MLflow's client would send to ``uri``, and the user it names (for messages):
+    MLflow's own resolution -- MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, else ``~/.mlflow/credentials``,
+    else MLFLOW_TRACKING_TOKEN."""
+    from mlflow.utils.credentials import get_default_host_creds
+
+    creds = get_default_host_creds(uri)
+    if creds.username and creds.password:
+        token = base64.standard_b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+        return f"Basic {token}", creds.username
+    if creds.token:
+        return f"Bearer {creds.token}", None
     return None, None
 
 
-def _tls_context() -> ssl.SSLContext | None:
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true"):
+def _tls_context(uri: str) -> ssl.SSLContext | None:
+    """TLS as MLflow's client does it for ``uri``: MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH."""
+    from mlflow.utils.credentials import get_default_host_creds
+
+    creds = get_default_host_creds(uri)
+    if creds.ignore_tls_verification:
         context = ssl.create_default_context()  # the user asked for no verification, as MLflow's client allows
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
-    return ssl.create_default_context(cafile=cafile) if cafile else None
+    return ssl.create_default_context(cafile=creds.server_cert_path) if creds.server_cert_path else None
 
 
 def _unreachable_reason(error: BaseException, timeout: float) -> str:
@@ -117,16 +123,17 @@ def check_server(uri: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
                               "and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
     if not parts.hostname:
         raise ResnetCoreError(f"mlflow.tracking_uri={where!r} names no host: use http(s)://HOST:PORT")
-    header, user = _credentials()
+    header, user = _credentials(uri)
     request = urllib.request.Request(where + _CHECK_PATH, headers={"Authorization": header} if header else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=_tls_context()):
+        with urllib.request.urlopen(request, timeout=timeout, context=_tls_context(uri)):
             return
     except urllib.error.HTTPError as error:
         status = f"{error.code} {error.reason}"
         if error.code == 401 and header is None:
             raise ResnetCoreError(f"the MLflow server at {where} requires authentication ({status}): set "
-                                  "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+                                  "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
+                                  ) from None
         if error.code == 401:
             who = f"user {user!r}" if user else "the token in MLFLOW_TRACKING_TOKEN"
             raise ResnetCoreError(f"authentication failed at the MLflow server at {where} ({status}) for {who}: "

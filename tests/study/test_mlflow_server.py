@@ -32,6 +32,7 @@ from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, PERMISSION_DE
                                           UNAUTHENTICATED)
 from mlflow.tracking import MlflowClient
 
+from resnet_core import ResnetCoreError
 from study.mlflow_server import TrackingUnavailable, address, check_server, transient_reason
 from study.tracking import MlflowTrialCallback, StudyTracker
 
@@ -269,6 +270,27 @@ def test_wrong_or_missing_credentials_are_one_line_before_ray_starts(
     assert seconds < PREFLIGHT_LIMIT_S
     assert "Ray" not in result.stdout + result.stderr and not (tmp_path / "ray_results").exists()
     assert _client(mlflow_server, monkeypatch).get_experiment_by_name("refused") is None  # no run, no experiment
+
+
+def _credentials_file(home: Path, username: str, password: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ~/.mlflow/credentials as ``mlflow login`` writes it, with the environment's credentials unset."""
+    (home / ".mlflow").mkdir(parents=True)
+    (home / ".mlflow" / "credentials").write_text(
+        f"[mlflow]\nmlflow_tracking_username = {username}\nmlflow_tracking_password = {password}\n")
+    monkeypatch.setenv("HOME", str(home))
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.mark.deploy
+def test_the_preflight_check_reads_credentials_as_mlflow_does(mlflow_server: MlflowServer, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-flight check sends what MLflow's client would: here the credentials of ~/.mlflow/credentials."""
+    _credentials_file(tmp_path / "right", mlflow_server.username, mlflow_server.password, monkeypatch)
+    check_server(mlflow_server.url)  # accepted: no error
+    _credentials_file(tmp_path / "wrong", mlflow_server.username, "not-the-password", monkeypatch)
+    with pytest.raises(ResnetCoreError, match=r"authentication failed .*\(401"):
+        check_server(mlflow_server.url)
 
 
 @pytest.mark.deploy
