@@ -45,8 +45,13 @@ class GroupCurve:
 
     @property
     def label(self) -> str:
-        kind = f"ResNet-{self.depth}" if self.residual else f"plain-{self.depth}"
-        return f"{kind} ({self.shortcut})" if self.residual and self.shortcut else kind
+        return network_label(self.depth, self.residual, self.shortcut)
+
+
+def network_label(depth: int, residual: bool, shortcut: str | None) -> str:
+    """A network as the paper names it in its figures: ``ResNet-20 (A)``, ``plain-20``."""
+    kind = f"ResNet-{depth}" if residual else f"plain-{depth}"
+    return f"{kind} ({shortcut})" if residual and shortcut else kind
 
 
 def _new_figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:

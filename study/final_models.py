@@ -44,7 +44,11 @@ class FinalModel:
     run_id: str
     seed: int
     net: nn.Module
-    normalization: str
+    normalizer: Normalizer
+    """The input normalisation its final run trained with (fitted on all training images: a final run holds
+    nothing out)."""
+    test_error: float | None = None
+    """The test error (%) its final run reported last."""
 
 
 def registered_name(study: str, group: str) -> str:
@@ -52,9 +56,12 @@ def registered_name(study: str, group: str) -> str:
     return f"{study}-{group}"
 
 
-def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTracker) -> list[FinalModel]:
-    """Per group (in the spec's order), the network of its first-seed final run, from that run's last checkpoint."""
+def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTracker,
+                 data: ImageDataset) -> list[FinalModel]:
+    """Per group (in the spec's order), the network of its first-seed final run, from that run's last checkpoint,
+    with the normalisation it trained with (fitted once per kind, however many groups share it)."""
     groups = {group.key: group for group in spec.study_groups()}
+    normalizers: dict[str, Normalizer] = {}
     found: dict[str, FinalModel] = {}
     for result in grid or []:
         final = (result.config or {}).get("final", {})
@@ -68,16 +75,18 @@ def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTr
         group = groups[final["group"]]
         net = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
         net.load_state_dict(state["model"])
-        normalization = str(state.get("config", {}).get("normalization", spec.train.normalization))
-        found[group.key] = FinalModel(group, run_id, int(final["seed"]), net.eval(), normalization)
+        kind = str(state.get("config", {}).get("normalization", spec.train.normalization))
+        if kind not in normalizers:
+            normalizers[kind] = Normalizer.fit(data.train_images, kind)
+        test_error = result.metrics.get("test_error")
+        found[group.key] = FinalModel(group, run_id, int(final["seed"]), net.eval(), normalizers[kind],
+                                      None if test_error is None else float(test_error))
     return [found[key] for key in groups if key in found]
 
 
-def released_model(model: FinalModel, data: ImageDataset) -> ImageClassifier:
-    """The network behind the normalisation its final run trained with (fitted on all training images, as the
-    final run's pipeline did: it holds nothing out)."""
-    normalizer = Normalizer.fit(data.train_images, model.normalization)
-    return ImageClassifier(model.net, normalizer.mean, normalizer.std).eval()
+def released_model(model: FinalModel) -> ImageClassifier:
+    """The network behind the normalisation its final run trained with."""
+    return ImageClassifier(model.net, model.normalizer.mean, model.normalizer.std).eval()
 
 
 def signature(data: ImageDataset) -> Any:
@@ -96,21 +105,21 @@ def release(spec: StudySpec, models: Sequence[FinalModel], results: Sequence[Gro
     values); returns group -> ``models:/<name>@best``."""
     by_group = {result.group: result for result in results}
     example = data.test_images[:EXAMPLE_IMAGES].numpy()
+    uint8_signature = signature(data)
     released = {}
     for model in models:
         result = by_group.get(model.group.key)
         if result is None:
             continue
-        uri = tracker.log_model(model.run_id, released_model(model, data), name="model", input_example=example,
-                                signature=signature(data))
+        uri = tracker.log_model(model.run_id, released_model(model), name="model", input_example=example,
+                                signature=uint8_signature)
         tags = {"study": spec.name, "group": model.group.key, "arch": model.group.arch,
                 "shortcut": model.group.shortcut or "none", "seed": model.seed, "lr": result.lr,
                 "weight_decay": result.weight_decay, "val_error": result.val_error,
                 "iterations": spec.train.iterations, "dataset": spec.dataset.name,
                 "input": "uint8 images (N, C, H, W) as stored; normalisation inside"}
-        seed_error = tracker.run_metric(model.run_id, "final_test_error")
-        if seed_error is not None:
-            tags["test_error"] = seed_error
+        if model.test_error is not None:
+            tags["test_error"] = model.test_error
         if result.test_mean is not None:
             tags.update(test_error_mean=result.test_mean, test_error_std=result.test_std,
                         final_seeds=len(result.test_errors))
@@ -127,6 +136,5 @@ def release(spec: StudySpec, models: Sequence[FinalModel], results: Sequence[Gro
 
 def normalised_test_images(data: ImageDataset, model: FinalModel, batch_size: int = 500) -> Iterator[torch.Tensor]:
     """The test images, normalised as ``model`` was trained, in batches (for the layer responses of Fig. 7)."""
-    normalizer = Normalizer.fit(data.train_images, model.normalization)
     for start in range(0, len(data.test_images), batch_size):
-        yield normalizer(data.test_images[start:start + batch_size])
+        yield model.normalizer(data.test_images[start:start + batch_size])

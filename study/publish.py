@@ -25,19 +25,15 @@ from typing import Any
 from resnet_core import ImageDataset, model_info
 from resnet_core.analysis import layer_responses, plot_layer_responses, write_responses_csv
 from study.answer import answer
-from study.figures import GroupCurve, plot_training_curves
+from study.figures import GroupCurve, network_label, plot_training_curves
 from study.final_models import FinalModel, normalised_test_images
 from study.report import GroupResult, ReportFigure, StudyBudget, report_markdown, write_report
 from study.search import search_space
 from study.search_analysis import TrialRecord, plot_all, write_trials_csv
 from study.spec import StudySpec
-from study.tracking import StudyTracker
+from study.tracking import REPORT_ARTIFACTS, StudyTracker
 
 log = logging.getLogger(__name__)
-
-REPORT_FOLDER = "report"
-"""The artifact folder of the study's run that holds the report."""
-
 
 def spec_params(spec: StudySpec) -> dict[str, str]:
     """The spec's values as flat MLflow params: ``search.lr.low``, ``train.iterations``, ..."""
@@ -102,7 +98,7 @@ def draw_layer_responses(models: Sequence[FinalModel], data: ImageDataset, folde
     for index, model in enumerate(models, 1):
         log.info("layer responses (Fig. 7) of %s on %d test images (%d of %d)", model.group.key,
                  len(data.test_images), index, len(models))
-        label = GroupCurve(model.group.key, model.group.depth, model.group.residual, model.group.shortcut).label
+        label = network_label(model.group.depth, model.group.residual, model.group.shortcut)
         responses[label] = layer_responses(model.net, normalised_test_images(data, model))
     write_responses_csv(responses, folder / "layer_responses.csv")
     plot_layer_responses(responses, folder / "fig7_layer_responses.png", title="Std of layer responses (paper Fig. 7)")
@@ -116,11 +112,12 @@ def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[Gro
     """Draw and write the report, make it the study's run (params, metrics, description, artifacts); returns the
     answer's sentences."""
     records = tracker.trial_records()
-    sentences = answer(results).sentences()
+    answered = answer(results)
+    sentences = answered.sentences()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         write_trials_csv(records, folder / "trials.csv")
-        (folder / "answer.json").write_text(json.dumps(answer(results).as_dict(), indent=2) + "\n")
+        (folder / "answer.json").write_text(json.dumps(answered.as_dict(), indent=2) + "\n")
         figures = [ReportFigure("fig6_training_curves.png", "Training curves (paper Fig. 6): training error (dashed) "
                                 "and test error (bold) of each group's chosen configuration; plain nets left, "
                                 "ResNets right")]
@@ -138,7 +135,7 @@ def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[Gro
         shown = write_report(results, folder, spec.name, budget, answer=sentences, figures=figures, notes=notes,
                              paper_errors=paper_errors(spec, results))
         description = report_markdown(results, spec.name, budget, answer=sentences, figures=shown, notes=notes,
-                                      link=lambda path: tracker.artifact_url(f"{REPORT_FOLDER}/{path}"))
+                                      link=lambda path: tracker.artifact_url(f"{REPORT_ARTIFACTS}/{path}"))
         tracker.publish_study(spec_params(spec), group_metrics(results), description, folder)
     return sentences
 

@@ -259,7 +259,7 @@ def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageD
     final = run_final(spec, choices, tracker, storage, signals)
     results = summarise(spec, choices, final)
     budget = study_budget(spec)
-    models = final_models(spec, final, tracker)
+    models = final_models(spec, final, tracker, data)
     released = release(spec, models, results, tracker, data)
     sentences = publish_report(spec, tracker, results, budget, models, data)
     lines = ["The answer:", *[f"- {sentence}" for sentence in sentences], "", format_table(results, budget)]

@@ -51,6 +51,8 @@ OPTUNA_STATES = {STATUS_COMPLETED: "COMPLETE", STATUS_STOPPED: "PRUNED", STATUS_
 """What the search's sampler was told of a trial with each status (study.search.GroupedSearcher)."""
 RUN_KILLED, RUN_FAILED, RUN_FINISHED = "KILLED", "FAILED", "FINISHED"
 ENTRY_POINT = "study/run.py"
+REPORT_ARTIFACTS = "report"
+"""The artifact folder of the study's run that holds its report."""
 DESCRIPTION_TAG = "mlflow.note.content"
 """The tag MLflow's UI shows as a run's description (Markdown)."""
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -154,10 +156,6 @@ class StudyTracker:
         return self._patiently("finding a trial's run", self._find, {"resnet.study": self.study,
                                                                      "resnet.trial_id": trial_id})
 
-    def run_metric(self, run_id: str, key: str) -> float | None:
-        """The latest value of metric ``key`` of ``run_id``, if logged."""
-        return self._patiently("reading a run", self.client.get_run, run_id).data.metrics.get(key)
-
     def log_spec(self, spec_yaml: str) -> None:
         self._patiently("logging the spec", self.client.log_text, self.parent_run_id, spec_yaml, "spec.yaml")
 
@@ -229,9 +227,6 @@ class StudyTracker:
                 rows.setdefault(metric.step, {"iteration": metric.step})[key] = metric.value
         return [rows[step] for step in sorted(rows)]
 
-    def log_report(self, folder: Path) -> None:
-        self._patiently("logging the report", self.client.log_artifacts, self.parent_run_id, str(folder), "report")
-
     def publish_study(self, params: Mapping[str, Any], metrics: Mapping[str, float], description: str,
                       folder: Path) -> None:
         """The study's run speaks for itself: ``params`` (the spec's values) and ``metrics`` (per group; a key
@@ -249,7 +244,7 @@ class StudyTracker:
             for start in range(0, len(values), 1000):
                 self.client.log_batch(self.parent_run_id, metrics=values[start:start + 1000])
             self.client.set_tag(self.parent_run_id, DESCRIPTION_TAG, description)
-            self.client.log_artifacts(self.parent_run_id, str(folder), "report")
+            self.client.log_artifacts(self.parent_run_id, str(folder), REPORT_ARTIFACTS)
 
         self._patiently("publishing the study's report", publish)
 

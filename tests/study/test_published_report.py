@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from synthetic import make_dataset
 
 from resnet_core import create_model
+from resnet_core.data.augment import Normalizer
 from study.final_models import FinalModel
 from study.publish import publish_report
 from study.report import GroupResult
@@ -74,7 +75,8 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, S
     torch.manual_seed(0)
     groups = {group.key: group for group in spec.study_groups()}
     models = [FinalModel(groups[group], tracker.find_trial_run(f"{group}-f0"), 0,
-                         create_model(groups[group].arch).eval(), "pixel_mean") for group in SEARCH]
+                         create_model(groups[group].arch).eval(), Normalizer.fit(data.train_images))
+              for group in SEARCH]
     sentences = publish_report(spec, tracker, results, study_budget(spec), models, data)
     tracker.close()
     return MlflowClient(tracker.tracking_uri), tracker, sentences
