@@ -32,8 +32,9 @@ if __package__ in (None, ""):
 
 from benchmarks.common import append_results, environment  # noqa: E402
 from study.search import SAMPLERS, GroupedSearcher, search_space, startup_trials  # noqa: E402
+from study.spec import SearchSpec  # noqa: E402
 
-SPACE = search_space((0.01, 0.5), (1e-5, 1e-3))  # the paper spec's ranges
+SPACE = search_space(SearchSpec())  # the paper spec's ranges: lr [0.01, 0.5], weight decay [1e-5, 1e-3], log
 PAPER_POINT = {"lr": 0.1, "weight_decay": 1e-4}  # the paper spec's initial point (Sec. 4.2)
 FULL = 64_000
 NOISE = 0.3

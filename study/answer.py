@@ -39,6 +39,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from scipy import stats
 
@@ -141,7 +142,8 @@ class Trend:
     def sentence(self, confidence: float) -> str:
         """One line, e.g. ``plain nets get worse with depth: slope +0.85 points of test error per doubling of depth
         (95% CI 0.40 to 1.30, p = 0.002, 9 seeds over depths 20, 56, 110); paper (Fig. 6): ...``."""
-        name = "plain nets" if self.family == "plain" else self.family.replace("ResNet", "ResNets")
+        plural = ("plain", "plain nets") if self.family.startswith("plain") else ("ResNet", "ResNets")
+        name = self.family.replace(*plural, 1)
         if self.slope is None or self.low is None or self.high is None or self.p_value is None:
             text = f"Depth trend of {name}: {self.note}"
         else:
@@ -224,36 +226,43 @@ def answer(results: Sequence[GroupResult], confidence: float = 0.95) -> Answer:
     plain (Fig. 6, Table 6) and B / C minus A (Table 3); per family, the depth trend (Fig. 6, Table 6)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
-    families = _families(results)
     differences: list[Difference] = []
-    for depth in sorted({r.depth for r in results}):
-        plain = families.get(None, {}).get(depth)
-        residual = next((families[s][depth] for s in SHORTCUT_ORDER if depth in families.get(s, {})), None)
-        if plain is not None and residual is not None:
-            stand_in = _shortcut(residual)
-            note = "" if stand_in == "A" else f"ResNet ({stand_in}) stands in: no option-A group at depth {depth}"
-            differences.append(_compare(residual, plain, confidence, PAPER_RESIDUAL_VS_PLAIN, note))
-        option_a = families.get("A", {}).get(depth)
-        for option in SHORTCUT_ORDER[1:]:
-            other = families.get(option, {}).get(depth)
-            if option_a is not None and other is not None:
-                differences.append(_compare(other, option_a, confidence, PAPER_SHORTCUT[option]))
-    trends = [_trend(_family_name(shortcut), list(families[shortcut].values()), confidence)
-              for shortcut in (None, *SHORTCUT_ORDER) if shortcut in families]
+    trends: list[Trend] = []
+    for settings, families in _families(results).items():
+        for depth in sorted({r.depth for by_depth in families.values() for r in by_depth.values()}):
+            plain = families.get(None, {}).get(depth)
+            residual = next((families[s][depth] for s in SHORTCUT_ORDER if depth in families.get(s, {})), None)
+            if plain is not None and residual is not None:
+                stand_in = _shortcut(residual)
+                note = "" if stand_in == "A" else f"ResNet ({stand_in}) stands in: no option-A group at depth {depth}"
+                differences.append(_compare(residual, plain, confidence, PAPER_RESIDUAL_VS_PLAIN, note))
+            option_a = families.get("A", {}).get(depth)
+            for option in SHORTCUT_ORDER[1:]:
+                other = families.get(option, {}).get(depth)
+                if option_a is not None and other is not None:
+                    differences.append(_compare(other, option_a, confidence, PAPER_SHORTCUT[option]))
+        trends += [_trend(_family_name(shortcut, settings), list(families[shortcut].values()), confidence)
+                   for shortcut in (None, *SHORTCUT_ORDER) if shortcut in families]
     return Answer(tuple(differences), tuple(trends), confidence)
 
 
-def _families(results: Sequence[GroupResult]) -> dict[str | None, dict[int, GroupResult]]:
-    """shortcut (None: plain) -> depth -> group; the first group wins where two share a family and depth. A
+Settings = tuple[tuple[str, Any], ...]
+
+
+def _families(results: Sequence[GroupResult]) -> dict[Settings, dict[str | None, dict[int, GroupResult]]]:
+    """crossed settings -> shortcut (None: plain) -> depth -> group: groups are compared only with groups of the
+    same crossed settings (e.g. the same batch size). The first group wins where two share a family and depth. A
     residual group without a shortcut option has the CIFAR models' default, option A (Sec. 4.2)."""
-    families: dict[str | None, dict[int, GroupResult]] = {}
+    families: dict[Settings, dict[str | None, dict[int, GroupResult]]] = {}
     for r in results:
-        families.setdefault(_shortcut(r), {}).setdefault(r.depth, r)
-    return {key: dict(sorted(by_depth.items())) for key, by_depth in families.items()}
+        families.setdefault(tuple(r.settings.items()), {}).setdefault(_shortcut(r), {}).setdefault(r.depth, r)
+    return {settings: {key: dict(sorted(by_depth.items())) for key, by_depth in by_shortcut.items()}
+            for settings, by_shortcut in families.items()}
 
 
-def _family_name(shortcut: str | None) -> str:
-    return "plain" if shortcut is None else f"ResNet ({shortcut})"
+def _family_name(shortcut: str | None, settings: Settings = ()) -> str:
+    name = "plain" if shortcut is None else f"ResNet ({shortcut})"
+    return name + "".join(f", {field} {value}" for field, value in settings)
 
 
 def _shortcut(r: GroupResult) -> str | None:
@@ -261,7 +270,7 @@ def _shortcut(r: GroupResult) -> str | None:
 
 
 def _name(r: GroupResult) -> str:
-    return _family_name(_shortcut(r))
+    return _family_name(_shortcut(r), tuple(r.settings.items()))
 
 
 def _errors(r: GroupResult) -> list[float]:
@@ -316,7 +325,7 @@ def _trend(family: str, groups: Sequence[GroupResult], confidence: float) -> Tre
         verdict = FLAT if low <= 0 <= high else (WORSE if slope > 0 else BETTER)
     return Trend(family=family, groups=tuple(r.group for r in used), slope=slope, low=low, high=high,
                  p_value=p_value, depths=depths, n=len(points), verdict=verdict, note="; ".join(notes),
-                 flags=_flags(*used), paper=PAPER_TREND_PLAIN if family == "plain" else PAPER_TREND_RESIDUAL)
+                 flags=_flags(*used), paper=PAPER_TREND_PLAIN if family.startswith("plain") else PAPER_TREND_RESIDUAL)
 
 
 def _flags(*groups: GroupResult) -> tuple[str, ...]:

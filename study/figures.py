@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -42,16 +42,22 @@ class GroupCurve:
     shortcut: str | None
     rows: Sequence[Row] = field(default_factory=tuple)
     held_out: str = "test"
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return network_label(self.depth, self.residual, self.shortcut)
+        return network_label(self.depth, self.residual, self.shortcut, self.settings)
 
 
-def network_label(depth: int, residual: bool, shortcut: str | None) -> str:
-    """A network as the paper names it in its figures: ``ResNet-20 (A)``, ``plain-20``."""
+def network_label(depth: int, residual: bool, shortcut: str | None, settings: Mapping[str, Any] | None = None) -> str:
+    """A network as the paper names it in its figures: ``ResNet-20 (A)``, ``plain-20``; a group's crossed
+    settings follow: ``plain-20, batch_size 256``."""
     kind = f"ResNet-{depth}" if residual else f"plain-{depth}"
-    return f"{kind} ({shortcut})" if residual and shortcut else kind
+    return (f"{kind} ({shortcut})" if residual and shortcut else kind) + _settings_label(settings)
+
+
+def _settings_label(settings: Mapping[str, Any] | None) -> str:
+    return "".join(f", {name} {value}" for name, value in (settings or {}).items())
 
 
 def _new_figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
@@ -107,7 +113,8 @@ def plot_error_vs_depth(results: Sequence[GroupResult], path: Path, title: str, 
     markers labelled with their source (Table 6, CIFAR-10 ResNets with option A at 64k iterations)."""
     families: dict[str, list[GroupResult]] = {}
     for result in results:
-        families.setdefault(f"ResNet, option {result.shortcut}" if result.residual else "plain", []).append(result)
+        family = f"ResNet, option {result.shortcut}" if result.residual else "plain"
+        families.setdefault(family + _settings_label(result.settings), []).append(result)
     figure, (axes,) = _new_figure(6.6, 4.4)
     for label, members in sorted(families.items()):
         members = sorted(members, key=lambda r: r.depth)
@@ -117,7 +124,7 @@ def plot_error_vs_depth(results: Sequence[GroupResult], path: Path, title: str, 
         seeds = min((len(r.test_errors) for r in members), default=0)
         kind = f"test, mean ± std of {seeds} seeds" if tested else "validation, best trial"
         axes.errorbar([r.depth for r in members], errors, yerr=spreads, marker="o", capsize=4,
-                      linestyle="--" if label == "plain" else "-", label=f"{label} ({kind})")
+                      linestyle="--" if label.startswith("plain") else "-", label=f"{label} ({kind})")
     if paper_errors:
         depths = sorted(paper_errors)
         axes.plot(depths, [paper_errors[d] for d in depths], "kx", markersize=9, mew=2,

@@ -25,7 +25,7 @@ from resnet_core import ImageDataset, create_model
 from resnet_core.data.augment import Normalizer
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnet_core.models.serving import ImageClassifier
-from study.report import GroupResult
+from study.report import GroupResult, format_values
 from study.spec import Group, StudySpec
 from study.tracking import StudyTracker
 
@@ -115,7 +115,7 @@ def release(spec: StudySpec, models: Sequence[FinalModel], results: Sequence[Gro
                                 signature=uint8_signature)
         tags = {"study": spec.name, "group": model.group.key, "arch": model.group.arch,
                 "shortcut": model.group.shortcut or "none", "seed": model.seed, "lr": result.lr,
-                "weight_decay": result.weight_decay, "val_error": result.val_error,
+                "weight_decay": result.weight_decay, **result.settings, **result.values, "val_error": result.val_error,
                 "iterations": spec.train.iterations, "dataset": spec.dataset.name,
                 "input": "uint8 images (N, C, H, W) as stored; normalisation inside"}
         if model.test_error is not None:
@@ -124,8 +124,8 @@ def release(spec: StudySpec, models: Sequence[FinalModel], results: Sequence[Gro
             tags.update(test_error_mean=result.test_mean, test_error_std=result.test_std,
                         final_seeds=len(result.test_errors))
         name = registered_name(spec.name, model.group.key)
-        description = (f"{model.group.key} of study {spec.name}: the search's best configuration (lr {result.lr:.4g}, "
-                       f"weight decay {result.weight_decay:.3g}) trained {spec.train.iterations:,} iterations on all "
+        description = (f"{model.group.key} of study {spec.name}: the search's best configuration "
+                       f"({format_values(result.values)}) trained {spec.train.iterations:,} iterations on all "
                        f"{spec.dataset.name} training images with seed {model.seed}. Input: uint8 images "
                        f"(N, C, H, W); output: logits.")
         version = tracker.register_model(name, uri, model.run_id, ALIAS, description, tags)

@@ -54,7 +54,10 @@ def group_metrics(results: Sequence[GroupResult]) -> dict[str, float]:
     """Per group: the chosen values, their validation error, and the final seeds' test error mean and std."""
     metrics: dict[str, float] = {}
     for result in results:
-        values = {"lr": result.lr, "weight_decay": result.weight_decay, "val_error": result.val_error,
+        numeric = {name: value for name, value in {"lr": result.lr, "weight_decay": result.weight_decay,
+                                                   **result.values}.items()
+                   if isinstance(value, (int, float))}  # a categorical value is in the report and the trials' params
+        values = {**numeric, "val_error": result.val_error,
                   "test_error_mean": result.test_mean, "test_error_std": result.test_std,
                   "final_seeds": len(result.test_errors), "trials": result.trials,
                   "stopped_early": result.stopped_early}
@@ -70,10 +73,11 @@ def group_curves(spec: StudySpec, results: Sequence[GroupResult], records: Seque
     for result in results:
         final = [r for r in records if r.group == result.group and r.phase == "final" and r.seed == spec.train.seed]
         chosen = [r for r in records if r.group == result.group and r.phase == "search"
-                  and r.lr == result.lr and r.weight_decay == result.weight_decay]
+                  and r.values == result.values]
         record, held_out = (final[0], "test") if final else ((chosen[0], "val") if chosen else (None, "test"))
         rows = tracker.metric_rows(record.run_id) if record is not None else []
-        curves.append(GroupCurve(result.group, result.depth, result.residual, result.shortcut, rows, held_out))
+        curves.append(GroupCurve(result.group, result.depth, result.residual, result.shortcut, rows, held_out,
+                                 result.settings))
     return curves
 
 
@@ -98,7 +102,7 @@ def draw_layer_responses(models: Sequence[FinalModel], data: ImageDataset, folde
     for index, model in enumerate(models, 1):
         log.info("layer responses (Fig. 7) of %s on %d test images (%d of %d)", model.group.key,
                  len(data.test_images), index, len(models))
-        label = network_label(model.group.depth, model.group.residual, model.group.shortcut)
+        label = network_label(model.group.depth, model.group.residual, model.group.shortcut, dict(model.group.settings))
         responses[label] = layer_responses(model.net, normalised_test_images(data, model))
     write_responses_csv(responses, folder / "layer_responses.csv")
     plot_layer_responses(responses, folder / "fig7_layer_responses.png", title="Std of layer responses (paper Fig. 7)")
@@ -111,7 +115,7 @@ def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[Gro
                    models: Sequence[FinalModel], data: ImageDataset) -> list[str]:
     """Draw and write the report, make it the study's run (params, metrics, description, artifacts); returns the
     answer's sentences."""
-    records = tracker.trial_records()
+    records = tracker.trial_records(list(spec.search.space))
     answered = answer(results)
     sentences = answered.sentences()
     with tempfile.TemporaryDirectory() as name:
@@ -125,8 +129,7 @@ def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[Gro
                              title=f"study {spec.name}", dataset=spec.dataset.name)
         figures += draw_layer_responses(models, data, folder)
         notes = [] if models else ["layer responses (Fig. 7): no final model (train.final_seeds is 0)"]
-        space = search_space((spec.search.lr.low, spec.search.lr.high),
-                             (spec.search.weight_decay.low, spec.search.weight_decay.high))
+        space = search_space(spec.search)
         (folder / "search").mkdir()
         for drawn in plot_all(records, space, folder / "search"):
             figures += [ReportFigure(str(path.relative_to(folder)), f"{drawn.group}: Optuna's {_kind(path)}")
@@ -143,5 +146,5 @@ def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[Gro
 def _kind(path: Path) -> str:
     """A search figure's kind, from its file name: ``search_resnet20-A_history.png`` -> ``optimisation history``."""
     kind = path.stem.rsplit("_", 1)[-1]
-    return {"history": "optimisation history", "landscape": "lr x weight decay landscape",
+    return {"history": "optimisation history", "landscape": "landscape",
             "importance": "parameter importance"}.get(kind, kind)

@@ -1,4 +1,5 @@
-"""The study's report: the answer in sentences (:mod:`study.answer`), per group the chosen lr and weight decay,
+"""The study's report: the answer in sentences (:mod:`study.answer`), per group the chosen values of the searched
+fields (lr and weight decay by default),
 validation error, test error mean +- std over the final seeds, parameters -- as Markdown (the study run's
 description and ``report.md``), JSON, and its figures (:mod:`study.figures` and those of :mod:`study.publish`).
 
@@ -14,6 +15,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from study.figures import DATASET_NAMES, plot_error_vs_depth
 
@@ -86,6 +88,15 @@ class GroupResult:
     """The paper's Table 6 figure, only for CIFAR-10 at the paper's 64k schedule (option A or plain)."""
     flags: tuple[str, ...] = ()
     """Why this group's numbers should not be trusted (diverged, early-stopped choice, chance level)."""
+    searched: Mapping[str, Any] = field(default_factory=dict)
+    """The chosen value of every searched field, by name (empty where the search chose nothing)."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """The values of the fields crossed under ``groups:`` that make this group (e.g. ``{"batch_size": 256}``)."""
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The searched values; a result made without them shows its lr and weight decay."""
+        return dict(self.searched) if self.searched else {"lr": self.lr, "weight_decay": self.weight_decay}
 
     @property
     def test_mean(self) -> float | None:
@@ -96,7 +107,8 @@ class GroupResult:
         return statistics.stdev(self.test_errors) if len(self.test_errors) > 1 else (0.0 if self.test_errors else None)
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "test_errors": list(self.test_errors), "flags": list(self.flags),
+        return {**asdict(self), "searched": dict(self.searched), "settings": dict(self.settings),
+                "test_errors": list(self.test_errors), "flags": list(self.flags),
                 "test_mean": self.test_mean, "test_std": self.test_std}
 
 
@@ -104,21 +116,38 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
-def _general(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
+def _general(value: Any, digits: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+SHORT_NAMES = {"weight_decay": "wd"}
+
+
+def format_values(values: Mapping[str, Any]) -> str:
+    """``lr=0.1 wd=0.0001 momentum=0.9``: searched values as a trial's name and a model's description show them."""
+    return " ".join(f"{SHORT_NAMES.get(name, name)}={_general(value, 3)}" for name, value in values.items())
+
+
+def value_columns(results: Sequence[GroupResult]) -> list[str]:
+    """The searched fields of ``results`` in the order first met (lr and weight decay for results without)."""
+    return list(dict.fromkeys(name for r in results for name in r.values))
 
 
 def format_table(results: Sequence[GroupResult], budget: StudyBudget | None = None) -> str:
     """The budget and its caveats (when ``budget`` is given), a Markdown table with one row per group in the
     order of the spec, and the groups' flags."""
-    header = ("| group | depth | shortcut | params | lr | weight decay | val error % | test error % (mean ± std, n) "
-              "| paper % | trials (stopped) |")
-    lines = [header, "|---|---:|---|---:|---:|---:|---:|---|---:|---:|"]
+    columns = value_columns(results)
+    header = (f"| group | depth | shortcut | params | {' | '.join(name.replace('_', ' ') for name in columns)} | "
+              "val error % | test error % (mean ± std, n) | paper % | trials (stopped) |")
+    lines = [header, "|---|---:|---|---:|" + "---:|" * len(columns) + "---:|---|---:|---:|"]
     for r in results:
         test = "-" if r.test_mean is None else f"{r.test_mean:.2f} ± {r.test_std:.2f} (n={len(r.test_errors)})"
+        values = " | ".join(_general(r.values.get(name), 4) for name in columns)
         lines.append(
             f"| {r.group} | {r.depth} | {r.shortcut or 'none (plain)'} | "
-            f"{'-' if r.params is None else f'{r.params:,}'} | {_general(r.lr, 4)} | {_general(r.weight_decay, 3)} | "
+            f"{'-' if r.params is None else f'{r.params:,}'} | {values} | "
             f"{_fmt(r.val_error)} | {test} | {_fmt(r.paper_error)} | {r.trials} ({r.stopped_early}) |"
         )
     lines += [f"- **{r.group}**: {flag}" for r in results for flag in r.flags]

@@ -1,7 +1,8 @@
 """A study from start to end: search per group, retrain each group's best on the full training set with
 ``final_seeds`` seeds, then the report -- each phase a Ray Tune run that ``Tuner.restore`` can continue.
 
-Phase 1 (search): Optuna samples ``lr`` and ``weight_decay`` per group; the objective is the validation
+Phase 1 (search): Optuna samples the searched fields (``lr`` and ``weight_decay`` unless the spec says otherwise)
+per group; the objective is the validation
 error on the held-out split (the paper chose its schedule on 45k/5k, Sec. 4.2); bad trials stop early.
 Phase 2 (final): the chosen configuration of each group is trained on all training images with
 ``final_seeds`` seeds and scored on the test set, so the report gives test error mean +- std (as the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,12 @@ from ray import tune
 from resnet_core import ImageDataset, count_parameters, create_model, model_info
 from study.final_models import final_models, release
 from study.publish import publish_report
-from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table
+from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table, format_values
 from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space, startup_trials
 from study.spec import Group, StudySpec, spec_from_dict
 from study.stop_signals import StopSignals
 from study.tracking import MlflowTrialCallback, StudyTracker
-from study.trial import trial_driver
+from study.trial import searched_values, trial_driver, trial_train_config
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,21 @@ class TrialNamer:
         group = {g.key: g for g in study.study_groups()}[config["group"]]
         seed = int(config.get("seed", study.train.seed))
         phase = config.get("phase", "search")
+        values = searched_values(study, config)
         name = (f"{group.key} seed {seed} (final)" if phase == "final"
-                else f"{group.key} lr={config['lr']:.3g} wd={config['weight_decay']:.2g}")
+                else f"{group.key} {format_values(values)}")
+        _, train = trial_train_config(study, config)
         params = {"arch": group.arch, "depth": group.depth, "shortcut": group.shortcut or "none",
-                  "residual": group.residual, "lr": config["lr"], "weight_decay": config["weight_decay"],
-                  "seed": seed, "group": group.key, "phase": phase, "iterations": study.train.iterations,
-                  "batch_size": study.train.batch_size}
+                  "residual": group.residual, "seed": seed, "group": group.key, "phase": phase,
+                  "iterations": study.train.iterations, "batch_size": study.train.batch_size,
+                  **dict(group.settings), **values,
+                  **{f"{CONFIG_PARAMS}{key}": value for key, value in train.to_dict().items()}}
         return name, params
+
+
+CONFIG_PARAMS = "config."
+"""Prefix of the MLflow params that hold a trial's whole engine configuration (``config.momentum``, ...)."""
+
 
 
 def _fit(experiment: str, trainable: Any, make: Callable[[], tune.Tuner], signals: StopSignals) -> tune.ResultGrid:
@@ -120,8 +129,7 @@ def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes
         chance_error=chance_error(num_classes) - CHANCE_MARGIN, use_asha=spec.search.early_stopping == "asha",
     )
     searcher = GroupedSearcher(
-        search_space((spec.search.lr.low, spec.search.lr.high),
-                     (spec.search.weight_decay.low, spec.search.weight_decay.high)),
+        search_space(spec.search),
         {g.key: spec.search.trials_per_group for g in groups}, full_iterations=spec.train.iterations,
         sampler=spec.search.sampler, seed=spec.search.seed, initial_points=spec.search.initial_points,
         concurrent=concurrent_trials(spec) > 1,
@@ -146,8 +154,8 @@ class Choice:
     """A group's outcome of the search: its best trial's values (None when every trial diverged or failed)."""
 
     group: Group
-    lr: float | None
-    weight_decay: float | None
+    values: Mapping[str, Any] | None
+    """The best trial's searched values, by field name."""
     val_error: float
     trials: int
     stopped_early: int
@@ -155,7 +163,15 @@ class Choice:
 
     @property
     def usable(self) -> bool:
-        return self.lr is not None and self.weight_decay is not None
+        return self.values is not None
+
+    @property
+    def lr(self) -> float | None:
+        return None if self.values is None else self.values.get("lr")
+
+    @property
+    def weight_decay(self) -> float | None:
+        return None if self.values is None else self.values.get("weight_decay")
 
 
 def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Choice]:
@@ -174,7 +190,7 @@ def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Cho
         complete = [r for r in finite if reached[id(r)] >= spec.train.iterations]
         stopped = sum(1 for r in results if reached[id(r)] < spec.train.iterations)
         if not finite:
-            choices.append(Choice(group, None, None, math.nan, len(results), stopped,
+            choices.append(Choice(group, None, math.nan, len(results), stopped,
                                   ("every trial diverged or failed: no configuration to retrain",)))
             continue
         best = min(complete or finite, key=lambda r: r.metrics[METRIC])
@@ -185,8 +201,7 @@ def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Cho
         if value >= chance_error(num_classes) - CHANCE_MARGIN:
             flags.append(f"best validation error {value:.1f}% is no better than chance "
                          f"({chance_error(num_classes):.0f}%): this group did not learn at this budget")
-        choices.append(Choice(group, float(best.config["lr"]), float(best.config["weight_decay"]), value,
-                              len(results), stopped, tuple(flags)))
+        choices.append(Choice(group, searched_values(spec, best.config), value, len(results), stopped, tuple(flags)))
     return choices
 
 
@@ -196,8 +211,8 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
     usable = [c for c in choices if c.usable]
     if spec.train.final_seeds == 0 or not usable:
         return None
-    runs = [{"group": c.group.key, "lr": c.lr, "weight_decay": c.weight_decay, "seed": spec.train.seed + s,
-             "phase": "final"} for c in usable for s in range(spec.train.final_seeds)]
+    runs = [{"group": c.group.key, **(c.values or {}), "seed": spec.train.seed + s, "phase": "final"}
+            for c in usable for s in range(spec.train.final_seeds)]
     trainable = _trainable(spec, storage)
     callback = MlflowTrialCallback(tracker, "final", TrialNamer(spec.to_dict()), spec.train.iterations)
 
@@ -237,11 +252,14 @@ def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | N
     for c in choices:
         with torch.device("meta"):
             params = count_parameters(create_model(c.group.arch, shortcut=c.group.shortcut))
+        config = spec.train_config(c.group, c.values, seed=spec.train.seed) if c.usable else None
         results.append(GroupResult(
             group=c.group.key, arch=c.group.arch, depth=c.group.depth, residual=c.group.residual,
-            shortcut=c.group.shortcut, params=params, lr=c.lr, weight_decay=c.weight_decay, val_error=c.val_error,
-            trials=c.trials, stopped_early=c.stopped_early, test_errors=tuple(tests.get(c.group.key, ())),
-            paper_error=paper_error(spec, c.group), flags=c.flags,
+            shortcut=c.group.shortcut, params=params, lr=config and config.lr,
+            weight_decay=config and config.weight_decay, val_error=c.val_error, trials=c.trials,
+            stopped_early=c.stopped_early, test_errors=tuple(tests.get(c.group.key, ())),
+            paper_error=paper_error(spec, c.group), flags=c.flags, searched=dict(c.values or {}),
+            settings=dict(c.group.settings),
         ))
     return results
 

@@ -1,6 +1,7 @@
 """The search: one Optuna study and one early-stopping scheduler *per group* inside one Ray Tune run.
 
-Each (architecture, shortcut) group gets its own Optuna study over ``lr`` and ``weight_decay``, so what is
+Each (architecture, shortcut) group gets its own Optuna study over the searched fields (``lr`` and
+``weight_decay`` by default; any numeric or categorical TrainConfig field the spec names), so what is
 learnt about ResNet-20 never steers the search for plain-110. The groups share one Tune run, so trials of
 all groups run side by side as far as the resources allow, and one experiment directory holds the whole
 search (which is what makes ``Tuner.restore`` continue an interrupted study).
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+
+from study.spec import SearchSpec, field_kind
 
 METRIC, MODE = "val_error", "min"
 """The search objective: validation error in percent (never the test set)."""
@@ -75,9 +78,19 @@ def make_sampler(name: str, seed: int, budget: int, concurrent: bool = False) ->
     raise ValueError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLERS)}")
 
 
-def search_space(lr: tuple[float, float], weight_decay: tuple[float, float]) -> dict[str, FloatDistribution]:
-    """Log-uniform ranges for the two tuned hyperparameters."""
-    return {"lr": FloatDistribution(*lr, log=True), "weight_decay": FloatDistribution(*weight_decay, log=True)}
+def search_space(search: SearchSpec) -> dict[str, BaseDistribution]:
+    """Optuna's distribution of every searched field: choices are categorical; a range of an integer field is an
+    :class:`IntDistribution`, of a float field a :class:`FloatDistribution` (log scale as the range says)."""
+    space: dict[str, BaseDistribution] = {}
+    for name, span in search.space.items():
+        log = span.is_log(name)
+        if span.choices is not None:
+            space[name] = CategoricalDistribution(span.choices)
+        elif field_kind(name) is int:
+            space[name] = IntDistribution(int(span.low), int(span.high), log=log, step=int(span.step or 1))
+        else:
+            space[name] = FloatDistribution(span.low, span.high, log=log, step=span.step)
+    return space
 
 
 EVALUATION_KEYS = ("train_loss", "train_error", "val_error", "test_error")
@@ -108,7 +121,7 @@ class GroupedSearcher(Searcher):
 
     def __init__(
         self,
-        space: Mapping[str, FloatDistribution],
+        space: Mapping[str, BaseDistribution],
         budgets: Mapping[str, int],
         *,
         full_iterations: int,

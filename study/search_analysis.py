@@ -10,9 +10,9 @@ talks to MLflow or Ray. From the records it
   trials with the validation errors they reported (stepped by engine iteration), FAIL and RUNNING trials
   without a value;
 * draws Optuna's own visualisations of that study (:func:`plot_search`, :func:`plot_all`): the optimization
-  history, the landscape of validation error over ``lr`` x ``weight_decay`` (a contour, or a slice plot
-  while too few trials exist for a contour), and the hyperparameter importances (PED-ANOVA, Optuna's
-  default evaluator).
+  history, the landscape of validation error over the first two searched fields (``lr`` x ``weight_decay`` by
+  default: a contour, or a slice plot while too few trials exist for a contour or only one field is searched),
+  and the hyperparameter importances (PED-ANOVA, Optuna's default evaluator).
 
 Figures are functions of records (DESIGN.md, lesson 9): nothing here needs the search to be running.
 
@@ -41,7 +41,7 @@ import numpy as np
 import optuna
 from matplotlib import pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 if TYPE_CHECKING:
@@ -55,12 +55,10 @@ retrained on the full training set; not an Optuna trial)."""
 SEARCH_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
 """The Optuna states a search trial's record can hold (``TrialState`` names)."""
 
-CSV_COLUMNS = ("group", "phase", "number", "lr", "weight_decay", "seed", "optuna_state", "status", "iterations",
-               "val_error", "test_error", "wall_seconds", "run_id")
-"""The columns of ``trials.csv``, in order."""
-
-PARAMS = ("lr", "weight_decay")
-"""The searched hyperparameters (:func:`study.search.search_space`)."""
+LEADING_COLUMNS = ("group", "phase", "number")
+TRAILING_COLUMNS = ("seed", "optuna_state", "status", "iterations", "val_error", "test_error", "wall_seconds",
+                    "run_id")
+"""The columns of ``trials.csv``, in order, around one column per searched field (``lr``, ``weight_decay``, ...)."""
 
 OBJECTIVE_NAME = "validation error (%)"
 DPI = 110
@@ -80,8 +78,7 @@ class TrialRecord:
     phase: str                 # "search" or "final"
     number: int                # order of the trial within its group and phase (0, 1, ...), by start time
     run_id: str
-    lr: float
-    weight_decay: float
+    values: Mapping[str, Any]  # the searched fields' values by name, e.g. {"lr": 0.1, "weight_decay": 1e-4}
     seed: int
     state: str                 # search: "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING"; final: "" (not an Optuna trial)
     status: str                # the study's status words: "completed" | "stopped early" | "failed" | "running"
@@ -100,9 +97,9 @@ class TrialRecord:
                              f"not {self.state!r}")
 
     @property
-    def params(self) -> dict[str, float]:
+    def params(self) -> dict[str, Any]:
         """The searched hyperparameters of this trial, by their names in the search space."""
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        return dict(self.values)
 
 
 @dataclass(frozen=True)
@@ -138,18 +135,20 @@ def _cell(value: object) -> str:
 
 
 def write_trials_csv(records: Sequence[TrialRecord], path: Path) -> Path:
-    """Write ``trials.csv``: one row per record, columns :data:`CSV_COLUMNS` (``optuna_state`` is the record's
-    ``state``, empty for final runs), groups in first-appearance order, search rows before final rows within a
-    group, then by number. None is an empty cell; floats are written exactly (they read back equal)."""
+    """Write ``trials.csv``: one row per record, columns :data:`LEADING_COLUMNS`, one per searched field (in the
+    order first met), :data:`TRAILING_COLUMNS` (``optuna_state`` is the record's ``state``, empty for final runs);
+    groups in first-appearance order, search rows before final rows within a group, then by number. None is an
+    empty cell; floats are written exactly (they read back equal)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(name for record in records for name in record.values))
     with path.open("w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow([*LEADING_COLUMNS, *names, *TRAILING_COLUMNS])
         for r in _ordered(records):
             writer.writerow([_cell(value) for value in (
-                r.group, r.phase, r.number, r.lr, r.weight_decay, r.seed, r.state, r.status, r.iterations,
-                r.val_error, r.test_error, r.wall_seconds, r.run_id)])
+                r.group, r.phase, r.number, *(r.values.get(name) for name in names), r.seed, r.state, r.status,
+                r.iterations, r.val_error, r.test_error, r.wall_seconds, r.run_id)])
     return path
 
 
@@ -157,16 +156,35 @@ def _optional_float(text: str) -> float | None:
     return None if text == "" else float(text)
 
 
+def parse_value(text: str) -> Any:
+    """A value written as text (a CSV cell, an MLflow param) back as what it was: an int, a float, a bool, None
+    (empty) or the text itself."""
+    if text in ("", "None"):
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def read_trials_csv(path: Path) -> list[TrialRecord]:
     """The records of a ``trials.csv`` written by :func:`write_trials_csv`, in the file's order (the
     intermediate values are not in the table: they are left empty)."""
     with Path(path).open(newline="") as stream:
         reader = csv.DictReader(stream)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames} are not those of trials.csv: {CSV_COLUMNS}")
+        columns = tuple(reader.fieldnames or ())
+        names = columns[len(LEADING_COLUMNS):len(columns) - len(TRAILING_COLUMNS)]
+        if (columns[:len(LEADING_COLUMNS)] != LEADING_COLUMNS
+                or columns[len(columns) - len(TRAILING_COLUMNS):] != TRAILING_COLUMNS):
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not those of trials.csv: {LEADING_COLUMNS}, "
+                             f"the searched fields, {TRAILING_COLUMNS}")
         return [
             TrialRecord(group=row["group"], phase=row["phase"], number=int(row["number"]), run_id=row["run_id"],
-                        lr=float(row["lr"]), weight_decay=float(row["weight_decay"]), seed=int(row["seed"]),
+                        values={name: parse_value(row[name]) for name in names}, seed=int(row["seed"]),
                         state=row["optuna_state"], status=row["status"], iterations=int(row["iterations"]),
                         val_error=_optional_float(row["val_error"]), test_error=_optional_float(row["test_error"]),
                         wall_seconds=_optional_float(row["wall_seconds"]))
@@ -177,21 +195,24 @@ def read_trials_csv(path: Path) -> list[TrialRecord]:
 # ------------------------------------------------------------------------------------------ the group's study
 
 
-def _covering(space: Mapping[str, FloatDistribution], records: Sequence[TrialRecord]) -> dict[str, FloatDistribution]:
+def _covering(space: Mapping[str, BaseDistribution], records: Sequence[TrialRecord]) -> dict[str, BaseDistribution]:
     """``space``, each range widened just enough to hold every record's value (see :func:`group_study`)."""
-    covering: dict[str, FloatDistribution] = {}
+    covering: dict[str, BaseDistribution] = {}
     for name, distribution in space.items():
         values = [record.params[name] for record in records]
+        if not isinstance(distribution, (FloatDistribution, IntDistribution)):
+            covering[name] = distribution
+            continue
         low, high = min([distribution.low, *values]), max([distribution.high, *values])
         if (low, high) == (distribution.low, distribution.high):
             covering[name] = distribution
         else:
-            covering[name] = FloatDistribution(low, high, log=distribution.log, step=distribution.step)
+            covering[name] = type(distribution)(low, high, log=distribution.log, step=distribution.step)
     return covering
 
 
 def group_study(group: str, records: Sequence[TrialRecord],
-                space: Mapping[str, FloatDistribution]) -> optuna.Study:
+                space: Mapping[str, BaseDistribution]) -> optuna.Study:
     """Rebuild ``group``'s Optuna study (direction minimize, in memory) from its search records.
 
     Trials are added in the order of their ``number`` (so Optuna's trial numbers are the records' order,
@@ -206,12 +227,14 @@ def group_study(group: str, records: Sequence[TrialRecord],
     accepted: the rebuilt study's distribution of that parameter is widened to the smallest range that holds
     every record (log scale and step kept), so plots show the point where it was trained.
 
-    Raises ``ValueError`` when ``space`` is not over :data:`PARAMS` or a COMPLETE record has no finite
-    validation error (the search tells a trial COMPLETE only with one: such a record is not a fact).
+    Raises ``ValueError`` when ``space`` is not over the records' searched fields or a COMPLETE record has no
+    finite validation error (the search tells a trial COMPLETE only with one: such a record is not a fact).
     """
-    if set(space) != set(PARAMS):
-        raise ValueError(f"the search space is over {sorted(space)}, the records over {list(PARAMS)}")
     members = sorted((r for r in records if r.group == group and r.phase == "search"), key=lambda r: r.number)
+    for record in members:
+        if set(record.values) != set(space):
+            raise ValueError(f"the search space is over {sorted(space)}, {group} trial {record.number}'s values over "
+                             f"{sorted(record.values)}")
     distributions = _covering(space, members)
     study = optuna.create_study(study_name=group, direction="minimize")
     for record in members:
@@ -267,7 +290,7 @@ def _log_axes(axes: Sequence[Axes], space: Mapping[str, optuna.distributions.Bas
     ticks at 1-2-5, 1-3 or 1 per decade -- the densest that keeps at most ``max_labels`` labels -- written as
     plain numbers: matplotlib's default labels every minor tick of a range under two decades in overlapping
     ``3 x 10^-2`` notation."""
-    logged = {name for name, d in space.items() if isinstance(d, FloatDistribution) and d.log}
+    logged = {name for name, d in space.items() if isinstance(d, (FloatDistribution, IntDistribution)) and d.log}
     for ax in axes:
         for axis, label, set_scale, limits in ((ax.xaxis, ax.get_xlabel(), ax.set_xscale, ax.get_xlim),
                                                (ax.yaxis, ax.get_ylabel(), ax.set_yscale, ax.get_ylim)):
@@ -303,8 +326,14 @@ def _census(study: optuna.Study) -> str:
 
 def _best_line(study: optuna.Study) -> str:
     best = study.best_trial
-    return (f"best {best.value:.2f}% (trial {best.number}: lr={best.params['lr']:.3g}, "
-            f"weight decay={best.params['weight_decay']:.3g})")
+    values = ", ".join(f"{name.replace('_', ' ')}={value:.3g}" if isinstance(value, float) else
+                       f"{name.replace('_', ' ')}={value}" for name, value in best.params.items())
+    return f"best {best.value:.2f}% (trial {best.number}: {values})"
+
+
+def _landscape_params(study: optuna.Study) -> list[str]:
+    """The fields a landscape is drawn over: the first two searched (lr x weight decay by default)."""
+    return list(study.best_trial.distributions)[:2]
 
 
 def _draw_history(study: optuna.Study, group: str, path: Path) -> Path:
@@ -319,28 +348,30 @@ def _draw_history(study: optuna.Study, group: str, path: Path) -> Path:
 def _contour_possible(complete: Sequence[optuna.trial.FrozenTrial]) -> bool:
     """Optuna's contour interpolates between points: it needs 3 of them, with 2 distinct values of each
     parameter (otherwise its panel is left blank)."""
-    return len(complete) >= 3 and all(len({t.params[name] for t in complete}) >= 2 for name in PARAMS)
+    names = list(complete[0].distributions)[:2] if complete else []
+    return (len(names) == 2 and len(complete) >= 3
+            and all(len({t.params[name] for t in complete}) >= 2 for name in names))
 
 
 def _draw_landscape(study: optuna.Study, group: str, path: Path, contour: bool) -> Path:
+    params = _landscape_params(study)
     if contour:
-        drawn = optuna.visualization.matplotlib.plot_contour(study, params=list(PARAMS), target_name=OBJECTIVE_NAME)
+        drawn = optuna.visualization.matplotlib.plot_contour(study, params=params, target_name=OBJECTIVE_NAME)
     else:
         with warnings.catch_warnings():
             # Optuna pads a panel's x limits around its points; one point gives equal limits, which matplotlib
             # warns about and widens. The limits are set to the searched range just below instead.
             warnings.filterwarnings("ignore", "Attempting to set identical low and high xlims", UserWarning)
-            drawn = optuna.visualization.matplotlib.plot_slice(study, params=list(PARAMS),
-                                                               target_name=OBJECTIVE_NAME)
+            drawn = optuna.visualization.matplotlib.plot_slice(study, params=params, target_name=OBJECTIVE_NAME)
     axes = _axes_list(drawn)
     distributions = study.best_trial.distributions
     if not contour:
         for ax in axes:
             d = distributions.get(ax.get_xlabel())
-            if isinstance(d, FloatDistribution) and d.log:
+            if isinstance(d, (FloatDistribution, IntDistribution)) and d.log:
                 pad = (d.high / d.low) ** 0.03
                 ax.set_xlim(d.low / pad, d.high * pad)
-            elif isinstance(d, FloatDistribution):
+            elif isinstance(d, (FloatDistribution, IntDistribution)):
                 pad = 0.03 * (d.high - d.low)
                 ax.set_xlim(d.low - pad, d.high + pad)
     _log_axes(axes, distributions, max_labels=8 if contour else 5)
@@ -348,9 +379,10 @@ def _draw_landscape(study: optuna.Study, group: str, path: Path, contour: bool) 
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if contour:
         best = study.best_trial
-        axes[0].scatter([best.params["lr"]], [best.params["weight_decay"]], marker="*", s=220, c="gold",
+        axes[0].scatter([best.params[params[0]]], [best.params[params[1]]], marker="*", s=220, c="gold",
                         edgecolors="black", linewidths=1.0, zorder=5)
-        axes[0].set_title(f"{group}: validation error (%) over lr x weight decay, interpolated between "
+        over = " x ".join(name.replace("_", " ") for name in params)
+        axes[0].set_title(f"{group}: validation error (%) over {over}, interpolated between "
                           f"{complete} complete trials (dots)\n{_best_line(study)}, the star")
     else:
         figure.suptitle(f"{group}: validation error (%) against each hyperparameter over its searched range\n"
@@ -370,7 +402,7 @@ def _importance_problem(study: optuna.Study) -> str | None:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            optuna.importance.get_param_importances(study, params=list(PARAMS))
+            optuna.importance.get_param_importances(study)
         except (ValueError, RuntimeError, ArithmeticError, np.linalg.LinAlgError) as error:
             return f"importance could not be computed: {type(error).__name__}: {error}"
     for warning in caught:
@@ -380,8 +412,7 @@ def _importance_problem(study: optuna.Study) -> str | None:
 
 
 def _draw_importance(study: optuna.Study, group: str, path: Path) -> Path:
-    ax = optuna.visualization.matplotlib.plot_param_importances(study, params=list(PARAMS),
-                                                                target_name=OBJECTIVE_NAME)
+    ax = optuna.visualization.matplotlib.plot_param_importances(study, target_name=OBJECTIVE_NAME)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     ax.set_title(f"{group}: hyperparameter importance for {OBJECTIVE_NAME}\n"
                  f"(PED-ANOVA over {complete} complete trials; few trials make it a rough guide)", loc="left")
@@ -393,9 +424,9 @@ def plot_search(study: optuna.Study, folder: Path, prefix: str) -> SearchFigures
 
     * ``{prefix}_history.png``: the optimization history (each complete trial's validation error and the best
       so far), drawn when at least 1 trial is COMPLETE;
-    * ``{prefix}_landscape.png``: the validation error over lr x weight decay (log axes) -- a contour when at
-      least 3 trials are COMPLETE (with 2 distinct values of each parameter), else a slice plot (error against
-      each parameter), drawn when at least 1 trial is COMPLETE;
+    * ``{prefix}_landscape.png``: the validation error over the first two searched fields (lr x weight decay by
+      default; log axes for log ranges) -- a contour when at least 3 trials are COMPLETE (with 2 distinct values
+      of each), else a slice plot (error against each of them), drawn when at least 1 trial is COMPLETE;
     * ``{prefix}_importance.png``: the hyperparameter importances (PED-ANOVA), drawn when at least 2 COMPLETE
       trials differ in value and the importances can be computed.
 
@@ -443,7 +474,7 @@ def _file_name(group: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", group)
 
 
-def plot_all(records: Sequence[TrialRecord], space: Mapping[str, FloatDistribution],
+def plot_all(records: Sequence[TrialRecord], space: Mapping[str, BaseDistribution],
              folder: Path) -> list[SearchFigures]:
     """:func:`plot_search` for every group that has search records, in first-appearance order, each from
     :func:`group_study`, with prefix ``search_<group>``."""

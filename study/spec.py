@@ -12,6 +12,9 @@ search ranges contain both, so the search can find the paper's recipe.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import itertools
 import math
 import re
 import types
@@ -23,24 +26,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ConfigDict, with_config
 
 from resnet_core import ConfigError, ResnetCoreError, TrainConfig, list_models, model_info
 from resnet_core.data.sources import DATASETS
-from resnet_core.engine.step import COMPILE_MODES
+from resnet_core.engine.config import RESUMABLE_CHANGES
+from resnet_core.options import COMPILE_MODES
 
 SHORTCUTS = ("A", "B", "C")
 SAMPLERS = ("tpe", "gp", "random")
 """Optuna samplers by name (study.search.make_sampler); chosen by benchmarks/sampler_choice.py."""
 EARLY_STOPPING = ("asha", "none")
-POINT_KEYS = ("lr", "weight_decay")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-4 as a string
-# Where a TrainConfig field comes from in the spec (others: train.<field>).
-_CONFIG_SOURCES = {"arch": "groups.archs", "shortcut": "groups.shortcuts", "data": "dataset.path",
-                   "dataset": "dataset.name", "download": "dataset.download", "cache_dir": "dataset.cache_dir",
-                   "val_split": "dataset.val_split", "lr": "search.lr", "weight_decay": "search.weight_decay",
-                   "checkpoint_every": "train.eval_every"}
+STUDY_OWNED = {"arch": "groups.archs", "shortcut": "groups.shortcuts", "data": "dataset.path",
+               "dataset": "dataset.name", "download": "dataset.download", "cache_dir": "dataset.cache_dir",
+               "val_split": "dataset.val_split", "checkpoint_every": "train.eval_every",
+               "checkpoint_seconds": "train.checkpoint_minutes", "epochs": "train.iterations",
+               "milestone_epochs": "train.milestones"}
+"""TrainConfig fields the spec sets under another key (the key that sets each); every other field may be given
+under ``train:`` by its own name."""
+NOT_VARIED = frozenset({*STUDY_OWNED, *RESUMABLE_CHANGES, "milestones", "seed"})
+"""Fields a study may not search or cross: those the spec owns, the budget (iterations, milestones, evaluations),
+the seeds, and how fast or where a run executes (which do not change what it computes)."""
+LOG_BY_DEFAULT = ("lr", "weight_decay")
+"""Searched on a log scale unless the range says ``log: false`` (scale parameters; the spec has always searched
+them log-uniformly). Every other range is uniform unless it says ``log: true``."""
 T = TypeVar("T")
+DOCUMENTED = ConfigDict(use_attribute_docstrings=True)
+"""Each key's docstring becomes its description in the spec's JSON Schema (:mod:`study.spec_schema`)."""
 
 
 class SpecError(ResnetCoreError, ValueError):
@@ -62,14 +76,90 @@ def _one_of(key: str, value: str, choices: Sequence[str]) -> None:
     _require(value in choices, f"{key}={value!r} is unknown: use one of {', '.join(choices)}")
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
-class LogUniform:
-    """A log-uniform search range, ``0 < low < high``."""
+class SearchRange:
+    """How one TrainConfig field is searched: a range ``{low, high}`` (``log``: log scale, ``step``: a grid) for a
+    numeric field, or ``{choices: [...]}`` for any field."""
 
-    low: float
-    high: float
+    low: float | None = None
+    high: float | None = None
+    log: bool | None = None
+    """None: log scale for :data:`LOG_BY_DEFAULT` (lr, weight_decay), uniform otherwise."""
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def is_log(self, name: str) -> bool:
+        return self.log if self.log is not None else name in LOG_BY_DEFAULT
+
+    def extremes(self) -> dict[str, Any]:
+        """The values a study must be able to train (key -> value): ``low`` and ``high``, or every choice."""
+        if self.choices is not None:
+            return {f"choices[{i}]": choice for i, choice in enumerate(self.choices)}
+        return {"low": self.low, "high": self.high}
+
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "{" + ", ".join(str(choice) for choice in self.choices) + "}"
+        return f"[{self.low}, {self.high}]"
+
+    def check(self, key: str, name: str) -> None:
+        """The range makes sense for field ``name``'s type (the values themselves are checked by TrainConfig)."""
+        kind = field_kind(name)
+        if self.choices is not None:
+            _require(self.low is None and self.high is None and self.step is None and self.log is None,
+                     f"{key}: give either choices or low/high, not both")
+            _require(len(self.choices) >= 1, f"{key}.choices is empty: list at least one value")
+            _require(len(set(map(repr, self.choices))) == len(self.choices), f"{key}.choices repeats a value")
+            return
+        _require(kind in (int, float), f"{key}: {name} is not numeric, so it has no range: search it with "
+                                       f"{{choices: [...]}}")
+        _require(self.low is not None and self.high is not None, f"{key} needs low and high (or choices), e.g. "
+                                                                 f"{{low: 0.8, high: 0.99}}")
+        if kind is int:
+            for bound in ("low", "high", "step"):
+                value = getattr(self, bound)
+                _require(value is None or float(value).is_integer(), f"{key}.{bound}={value}: {name} is an "
+                                                                     "integer, so its range is in whole numbers")
+        if self.is_log(name):
+            _require(self.low > 0, f"{key}.low must be > 0 for a log-uniform range, got {self.low}")
+            _require(self.step is None, f"{key}: a log-scale range takes no step: drop step or set log: false")
+        _require(self.low < self.high, f"{key}.low={self.low} >= {key}.high={self.high}: empty or inverted "
+                                       "range; need low < high")
+        _require(self.step is None or self.step > 0, f"{key}.step must be > 0, got {self.step}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's form: only the keys that were given."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items() if value is not None}
 
 
+@functools.cache
+def field_kind(name: str) -> type:
+    """A TrainConfig field's value type, without None: ``int``, ``float``, ``bool``, ``str`` or ``tuple``."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    arms = [arm for arm in typing.get_args(hint) if arm is not type(None)] if _is_union(hint) else [hint]
+    kind = typing.get_origin(arms[0]) or arms[0]
+    if kind is typing.Literal:
+        return type(typing.get_args(arms[0])[0])
+    return kind
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _default_space() -> dict[str, SearchRange]:
+    """The paper fixes lr 0.1 and weight decay 1e-4 (Sec. 4.2); these log-uniform ranges hold both."""
+    return {"lr": SearchRange(0.01, 0.5), "weight_decay": SearchRange(1e-5, 1e-3)}
+
+
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str = "cifar10"
@@ -86,13 +176,18 @@ class DatasetSpec:
                                       "the validation error, so hold out images (the paper used 5000, Sec. 4.2)")
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class GroupsSpec:
-    """Architectures x shortcut options; each pair is tuned separately (plain nets have no shortcut)."""
+    """Architectures x shortcut options (x any other crossed field); each combination is tuned separately (plain
+    nets have no shortcut)."""
 
     archs: tuple[str, ...] = field(metadata={"hint": "list the CIFAR architectures, e.g. [resnet20, plain20]"})
     shortcuts: tuple[str, ...] = ("A",)
     """Option A, zero-padding identity shortcuts, is the paper's CIFAR choice (Sec. 4.2); B/C: Table 3."""
+    cross: Mapping[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"extras": "groups"})
+    """Any other TrainConfig field by name with a list of values (``batch_size: [128, 256]``): every group is
+    repeated for each value, each tuned separately."""
 
     def __post_init__(self) -> None:
         usable = ", ".join(name for name in list_models("cifar") if "depth" in model_info(name).fixed)
@@ -109,12 +204,17 @@ class GroupsSpec:
         for i, option in enumerate(self.shortcuts):
             _require(option in SHORTCUTS, f"groups.shortcuts[{i}]: unknown shortcut option {option!r}: use A, B or C "
                                           "(paper Table 3)")
+        for name, values in self.cross.items():
+            _require(values, f"groups.{name} is empty: list the values to cross, e.g. {name}: [a, b]")
+            _require(len(set(map(repr, values))) == len(values), f"groups.{name} repeats a value")
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class SearchSpec:
-    lr: LogUniform = LogUniform(0.01, 0.5)
-    weight_decay: LogUniform = LogUniform(1e-5, 1e-3)
+    space: Mapping[str, SearchRange] = field(default_factory=_default_space, metadata={"extras": "search"})
+    """TrainConfig fields by name with their :class:`SearchRange`; ``lr`` and ``weight_decay`` by default
+    (``lr: null`` fixes lr at ``train.lr`` or the paper's 0.1)."""
     trials_per_group: int = 8
     sampler: str = "tpe"
     """tpe (multivariate TPE), gp (Gaussian process) or random; the first trials of each group are random either
@@ -124,34 +224,47 @@ class SearchSpec:
     grace_evals: int = 2
     """Evaluations a trial always gets before ASHA may stop it."""
     reduction_factor: int = 3
-    initial_points: tuple[dict[str, float], ...] = ()
-    """Points ``{lr, weight_decay}`` tried first in every group; they count toward ``trials_per_group``."""
+    initial_points: tuple[dict[str, Any], ...] = ()
+    """Points (a value of every searched field) tried first in every group; they count toward
+    ``trials_per_group``."""
+
+    @property
+    def lr(self) -> SearchRange | None:
+        return self.space.get("lr")
+
+    @property
+    def weight_decay(self) -> SearchRange | None:
+        return self.space.get("weight_decay")
 
     def __post_init__(self) -> None:
-        for name in POINT_KEYS:
-            span, key = getattr(self, name), f"search.{name}"
-            _require(span.low > 0, f"{key}.low must be > 0 for a log-uniform range, got {span.low}")
-            _require(span.low < span.high, f"{key}.low={span.low} >= {key}.high={span.high}: empty or inverted "
-                                           "range; need 0 < low < high")
+        for name, span in self.space.items():
+            span.check(f"search.{name}", name)
         _at_least("search", self, {"trials_per_group": 1, "seed": 0, "grace_evals": 1, "reduction_factor": 2})
         _one_of("search.sampler", self.sampler, SAMPLERS)
         _one_of("search.early_stopping", self.early_stopping, EARLY_STOPPING)
         _require(len(self.initial_points) <= self.trials_per_group,
                  f"search.initial_points has {len(self.initial_points)} points but search.trials_per_group is "
                  f"{self.trials_per_group}: raise trials_per_group or drop points")
-        for i, point in enumerate(self.initial_points):
-            self._check_point(point, f"search.initial_points[{i}]")
+        points = tuple(self._checked_point(point, f"search.initial_points[{i}]")
+                       for i, point in enumerate(self.initial_points))
+        object.__setattr__(self, "initial_points", points)
 
-    def _check_point(self, point: Mapping[str, float], key: str) -> None:
-        unknown = sorted(set(point) - set(POINT_KEYS))
-        _require(not unknown, f"unknown key {key}.{unknown[0] if unknown else ''}: valid keys are lr, weight_decay")
-        for name in POINT_KEYS:
-            span = getattr(self, name)
-            _require(name in point, f"{key}.{name} is required: give both lr and weight_decay")
-            _require(span.low <= point[name] <= span.high, f"{key}.{name}={point[name]} is outside search.{name}"
-                     f" [{span.low}, {span.high}]: widen the range or move the point")
+    def _checked_point(self, point: Mapping[str, Any], key: str) -> dict[str, Any]:
+        names = ", ".join(self.space) or "none (nothing is searched)"
+        unknown = sorted(set(point) - set(self.space))
+        _require(not unknown, f"unknown key {key}.{unknown[0] if unknown else ''}: valid keys are the searched "
+                              f"fields {names}")
+        checked = {}
+        for name, span in self.space.items():
+            _require(name in point, f"{key}.{name} is required: give every searched field ({names})")
+            value = point[name] if span.choices is not None else _convert(point[name], field_kind(name), key)
+            _require(span.contains(value), f"{key}.{name}={value} is outside search.{name} {span.describe()}: "
+                                           "widen the range or move the point")
+            checked[name] = value
+        return checked
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class TrainSpec:
     iterations: int = 64_000
@@ -173,6 +286,8 @@ class TrainSpec:
     checkpoint_minutes: float = 5.0
     """A trial also checkpoints after this many minutes of training since its last checkpoint (besides every
     evaluation), so an interruption or a failed worker costs at most that much work; 0: at evaluations only."""
+    overrides: Mapping[str, Any] = field(default_factory=dict, metadata={"extras": "train"})
+    """Any other TrainConfig field by name (``lr_decay: 0.2``, ``warmup: false``): every run of the study gets it."""
 
     def __post_init__(self) -> None:
         _at_least("train", self, {"iterations": 1, "eval_every": 1, "final_seeds": 0})
@@ -193,6 +308,7 @@ class TrainSpec:
         return tuple(dict.fromkeys(round(f * self.iterations) for f in self.milestones))
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class ResourcesSpec:
     workers_per_trial: int = 1
@@ -209,6 +325,7 @@ class ResourcesSpec:
                                                  "one; use a value in [0, 1] or a whole number")
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class MlflowSpec:
     tracking_uri: str | None = None
@@ -217,19 +334,24 @@ class MlflowSpec:
 
 @dataclass(frozen=True)
 class Group:
-    """One tuned unit: an architecture and, for residual nets, a shortcut option."""
+    """One tuned unit: an architecture, for residual nets a shortcut option, and the values of crossed fields."""
 
     arch: str
     shortcut: str | None
     depth: int
     residual: bool
+    settings: tuple[tuple[str, Any], ...] = ()
+    """``(field, value)`` of every field crossed under ``groups:`` (e.g. ``(("batch_size", 256),)``)."""
 
     @property
     def key(self) -> str:
-        """``resnet20-A``, ``resnet56-B``; plain nets have no shortcut: ``plain20``."""
-        return self.arch if self.shortcut is None else f"{self.arch}-{self.shortcut}"
+        """``resnet20-A``, ``resnet56-B``; plain nets have no shortcut: ``plain20``; crossed fields follow:
+        ``resnet20-A-batch_size256``."""
+        base = self.arch if self.shortcut is None else f"{self.arch}-{self.shortcut}"
+        return base + "".join(f"-{name}{value}" for name, value in self.settings)
 
 
+@with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class StudySpec:
     name: str = field(metadata={"hint": "name the study (letters, digits, '-', '_', '.')"})
@@ -254,12 +376,44 @@ class StudySpec:
         _require(self.search.early_stopping == "none" or self.search.grace_evals <= evals,
                  f"search.grace_evals={self.search.grace_evals} exceeds the {evals} evaluations of a trial "
                  "(train.iterations / train.eval_every): lower it")
-        for group in self.study_groups():
-            try:
-                self.train_config(group, lr=self.search.lr.low, weight_decay=self.search.weight_decay.low,
-                                  seed=self.train.seed)
-            except ConfigError as error:
-                raise SpecError(_train_message(str(error))) from None
+        self._check_varied_fields()
+        groups = self.study_groups()
+        for group in groups:
+            self._check_trains(group, ranges=group == groups[0])
+
+    def _check_varied_fields(self) -> None:
+        """A field is set in one place only: searched, crossed or fixed under ``train:``."""
+        for name in self.search.space:
+            _require(name not in self.groups.cross, f"search.{name}: {name} is also crossed under groups.{name}: "
+                                                    "search it or cross it, not both")
+            _require(name not in self.train.overrides, f"search.{name}: {name} is also fixed by train.{name}: drop "
+                                                       f"one (search.{name}: null fixes it)")
+        for name in self.groups.cross:
+            _require(name not in self.train.overrides, f"groups.{name}: {name} is also fixed by train.{name}: drop "
+                                                       "one")
+
+    def _check_trains(self, group: Group, ranges: bool) -> None:
+        """The group's run is a valid TrainConfig; with ``ranges``, also at each range's ends and each choice."""
+        base = {name: next(iter(span.extremes().values())) for name, span in self.search.space.items()}
+        try:
+            self.train_config(group, base, seed=self.train.seed)
+        except ConfigError as error:
+            raise SpecError(self._located(str(error))) from None
+        for name, span in self.search.space.items() if ranges else ():
+            for which, value in span.extremes().items():
+                try:
+                    self.train_config(group, {**base, name: value}, seed=self.train.seed)
+                except ConfigError as error:
+                    raise SpecError(f"search.{name}.{which}={value}: {error}") from None
+
+    def _located(self, message: str) -> str:
+        """Prefix a TrainConfig error with the spec key of the field it names: ``unknown device ..`` ->
+        ``train.device: unknown device ..``."""
+        sources = {**{name: f"train.{name}" for name in TrainConfig.field_names()}, **STUDY_OWNED,
+                   **{name: f"groups.{name}" for name in self.groups.cross},
+                   **{name: f"search.{name}" for name in self.search.space}}
+        hits = [(m.start(), name) for name in sources if (m := re.search(rf"\b{name}\b", message)) is not None]
+        return f"{sources[min(hits)[1]]}: {message}" if hits else f"train: {message}"
 
     def _check_device(self) -> None:
         """``train.device`` is where every trial trains (study.trial.worker_device); ``cuda`` needs GPUs reserved.
@@ -270,30 +424,34 @@ class StudySpec:
                                                "train.device=auto")
 
     def study_groups(self) -> list[Group]:
-        """archs x shortcuts in spec order; a plain net gives one group whatever the shortcuts."""
+        """archs x shortcuts x crossed values, in spec order; a plain net gives one group whatever the shortcuts."""
+        crossed = [[(name, value) for value in values] for name, values in self.groups.cross.items()]
         groups: list[Group] = []
         for arch in self.groups.archs:
             info = model_info(arch)
             for option in self.groups.shortcuts if info.residual else (None,):
-                group = Group(arch, option, int(info.depth or 0), info.residual)
-                if group not in groups:
-                    groups.append(group)
+                for settings in itertools.product(*crossed):
+                    group = Group(arch, option, int(info.depth or 0), info.residual, tuple(settings))
+                    if group not in groups:
+                        groups.append(group)
         return groups
 
-    def train_config(self, group: Group, *, lr: float, weight_decay: float, seed: int,
-                     val_split: int | None = None) -> TrainConfig:
-        """The run of one trial; ``val_split=0`` retrains on the full training set."""
+    def train_config(self, group: Group, values: Mapping[str, Any] | None = None, *, seed: int,
+                     val_split: int | None = None, **searched: Any) -> TrainConfig:
+        """The run of one trial: the spec's ``train:`` values, then the group's, then the searched ``values`` (also
+        given by name: ``lr=0.1``); ``val_split=0`` retrains on the full training set."""
         data, train = self.dataset, self.train
         eval_every = min(train.eval_every, train.iterations)
-        return TrainConfig(
-            arch=group.arch, shortcut=group.shortcut, data=data.path, dataset=data.name, download=data.download,
-            cache_dir=data.cache_dir, val_split=data.val_split if val_split is None else val_split,
-            normalization=train.normalization, batch_size=train.batch_size, lr=float(lr), momentum=train.momentum,
-            weight_decay=float(weight_decay), iterations=train.iterations, milestones=train.milestone_iterations(),
-            seed=int(seed), device=train.device, eval_every=eval_every, checkpoint_every=eval_every, bf16=train.bf16,
-            channels_last=train.channels_last, compile=train.compile,
-            checkpoint_seconds=60.0 * train.checkpoint_minutes,
-        )
+        fixed = {"arch": group.arch, "shortcut": group.shortcut, "data": data.path, "dataset": data.name,
+                 "download": data.download, "cache_dir": data.cache_dir,
+                 "val_split": data.val_split if val_split is None else val_split,
+                 "normalization": train.normalization, "batch_size": train.batch_size, "momentum": train.momentum,
+                 "iterations": train.iterations, "milestones": train.milestone_iterations(), "seed": int(seed),
+                 "device": train.device, "eval_every": eval_every, "checkpoint_every": eval_every, "bf16": train.bf16,
+                 "channels_last": train.channels_last, "compile": train.compile,
+                 "checkpoint_seconds": 60.0 * train.checkpoint_minutes}
+        chosen = {name: _typed(name, value) for name, value in {**(values or {}), **searched}.items()}
+        return TrainConfig.from_dict({**fixed, **train.overrides, **dict(group.settings), **chosen})
 
     def tracking_uri(self, cwd: Path) -> str:
         """The MLflow URI; default ``sqlite:///<cwd>/mlflow.db``. Relative sqlite paths are made absolute."""
@@ -314,13 +472,41 @@ class StudySpec:
         return str((Path(cwd) / Path(storage).expanduser()).resolve())
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-able values (lists, not tuples); ``spec_from_dict(spec.to_dict()) == spec``."""
-        return _plain(dataclasses.asdict(self))
+        """Plain YAML-able values (lists, not tuples), in the spec's own form (searched, crossed and ``train:``
+        fields by name); ``spec_from_dict(spec.to_dict()) == spec``."""
+        return _plain(_section(self))
+
+
+def _section(value: Any) -> Any:
+    """A spec dataclass as the mapping a YAML file holds: an extras field's entries under their own names (a
+    default search range that was dropped as ``null``), ranges with only the keys given."""
+    if isinstance(value, SearchRange):
+        return value.to_dict()
+    if not dataclasses.is_dataclass(value):
+        return value
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        inner = getattr(value, f.name)
+        if f.metadata.get("extras"):
+            defaults = f.default_factory() if f.default_factory is not dataclasses.MISSING else {}
+            data.update({name: None for name in defaults if name not in inner})
+            data.update({name: _section(item) for name, item in inner.items()})
+        else:
+            data[f.name] = _section(inner)
+    return data
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A searched or sampled value as its field's type (an integer range's ends are read as floats)."""
+    if field_kind(name) is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- resuming
-RESUMABLE_KEYS = ("dataset.path", "dataset.cache_dir", "dataset.download", "train.device", "train.compile",
-                  "train.channels_last", "train.checkpoint_minutes", "resources", "mlflow", "storage")
+RESUMABLE_KEYS = ("dataset.path", "dataset.cache_dir", "dataset.download", "train.checkpoint_minutes", "resources",
+                  "mlflow", "storage", *sorted(f"train.{name}" for name in RESUMABLE_CHANGES
+                                               - {"iterations", "epochs", "eval_every"} - set(STUDY_OWNED)))
 """Keys (or sections) a resumed study may change: where data and records live, and how fast and where trials
 run. Any other change would mix results of two different studies under one name."""
 
@@ -428,31 +614,66 @@ def _join(path: str, key: str) -> str:
 
 
 def _build(cls: type[T], data: Any, path: str) -> T:
-    """Construct dataclass ``cls`` from a mapping: unknown keys, missing keys and types checked per key path."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    """Construct dataclass ``cls`` from a mapping: unknown keys, missing keys and types checked per key path. A
+    section with an extras field (``train``, ``groups``, ``search``) also takes TrainConfig fields by name."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    extras = next((f for f in fields if f.metadata.get("extras")), None)
+    names = [f.name for f in fields if f is not extras]
     where = f"under {path}" if path else "at the top level"
     _require(isinstance(data, Mapping), f"{path or 'the spec'} must be a mapping with keys {', '.join(names)}, "
                                         f"got {data!r}")
-    unknown = [str(key) for key in data if key not in names]
-    _require(not unknown, f"unknown key {_join(path, unknown[0] if unknown else '')}: valid keys {where} are "
-                          f"{', '.join(names)}")
+    for key in data:
+        if key not in names and (extras is None or key not in TrainConfig.field_names()):
+            known = names + (TrainConfig.field_names() if extras is not None else [])
+            close = difflib.get_close_matches(str(key), known, n=1)
+            training = " and any training option by name (python -m resnet_core.train --help)" if extras else ""
+            raise SpecError(f"unknown key {_join(path, str(key))}: valid keys {where} are {', '.join(names)}{training}"
+                            + (f"; did you mean {_join(path, close[0])}?" if close else ""))
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         key = _join(path, f.name)
-        if f.name in data:
+        if f is extras:
+            values[f.name] = _extras(f, {k: v for k, v in data.items() if k not in names}, path)
+        elif f.name in data:
             values[f.name] = _convert(data[f.name], hints[f.name], key)
         elif dataclasses.is_dataclass(hints[f.name]) and f.default is dataclasses.MISSING:
             values[f.name] = _build(hints[f.name], {}, key)  # an omitted section takes its defaults
-        elif f.default is dataclasses.MISSING:
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SpecError(f"{key} is required: {f.metadata.get('hint', 'give a value')}")
     return cls(**values)
+
+
+def _extras(f: dataclasses.Field, given: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """TrainConfig fields given by name in section ``path``: searched ranges (``null`` drops a default one),
+    crossed value lists, or fixed ``train:`` values."""
+    section = f.metadata["extras"]
+    values = dict(f.default_factory()) if f.default_factory is not dataclasses.MISSING else {}
+    for name, value in given.items():
+        key = _join(path, name)
+        _require(name not in STUDY_OWNED, f"{key}: {name} is set by {STUDY_OWNED.get(name)}: set it there")
+        _require(section == "train" or name not in NOT_VARIED,
+                 f"{key}: {name} cannot be {'searched' if section == 'search' else 'crossed'}: the budget, seeds and "
+                 "execution options are the same for every group; set it under train")
+        if section == "search":
+            if value is None:
+                values.pop(name, None)
+            else:
+                values[name] = _build(SearchRange, value, key)
+        elif section == "groups":
+            values[name] = _convert(value, tuple[Any, ...], key)
+        else:
+            values[name] = _convert(value, Any, key)
+    return values
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
     """Check ``value`` against the type ``hint``: ints pass as floats, lists become tuples, bools are not ints."""
     args = typing.get_args(hint)
     origin = typing.get_origin(hint)
+    if hint is Any:  # a TrainConfig field's value: TrainConfig checks it; YAML 1.1 reads 1e-4 as a string
+        exponent = isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip())
+        return float(value) if exponent else tuple(value) if isinstance(value, list) else value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -480,16 +701,6 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
-def _train_message(message: str) -> str:
-    """Prefix a TrainConfig error with the spec key it comes from: ``unknown device ..`` -> ``train.device: ..``."""
-    hits = [(m.start(), name) for name in TrainConfig.field_names()
-            if (m := re.search(rf"\b{name}\b", message)) is not None]
-    if not hits:
-        return f"train: {message}"
-    name = min(hits)[1]
-    return f"{_CONFIG_SOURCES.get(name, f'train.{name}')}: {message}"
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
@@ -498,6 +709,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["DatasetSpec", "Group", "GroupsSpec", "LogUniform", "MlflowSpec", "ResourcesSpec", "SearchSpec",
+__all__ = ["DatasetSpec", "Group", "GroupsSpec", "MlflowSpec", "ResourcesSpec", "SearchRange", "SearchSpec",
            "SpecError", "StudySpec", "TrainSpec", "changed_keys", "check_resumable", "default_spec_path", "load_spec",
            "parse_override", "spec_from_dict"]

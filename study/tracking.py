@@ -37,7 +37,7 @@ from ray.tune.experiment import Trial
 from study.figures import plot_curves
 from study.mlflow_server import PATIENCE_S, TrackingUnavailable, address, call_patiently, is_server
 from study.search import is_evaluation
-from study.search_analysis import TrialRecord
+from study.search_analysis import TrialRecord, parse_value
 from study.trial import REPLAYED, RESUMED_AT
 
 log = logging.getLogger(__name__)
@@ -253,8 +253,9 @@ class StudyTracker:
         server serves ``get-artifact`` next to the UI)."""
         return f"get-artifact?path={quote(path, safe='')}&run_uuid={self.parent_run_id}"
 
-    def trial_records(self) -> list[TrialRecord]:
-        """Every trial run of the study, read back from MLflow (figures and tables are drawn from these)."""
+    def trial_records(self, searched: Sequence[str] = ("lr", "weight_decay")) -> list[TrialRecord]:
+        """Every trial run of the study, read back from MLflow (figures and tables are drawn from these), with the
+        values of the ``searched`` fields."""
         def read() -> list[TrialRecord]:
             runs = [run for run in self._study_runs() if run.info.run_id != self.parent_run_id
                     and "resnet.trial_id" in run.data.tags]
@@ -274,8 +275,9 @@ class StudyTracker:
                 state = "" if phase != "search" else tags.get("resnet.optuna_state", "RUNNING")
                 ended = run.info.end_time if run.info.status != "RUNNING" else None
                 records.append(TrialRecord(
-                    group=group, phase=phase, number=number, run_id=run.info.run_id, lr=float(params["lr"]),
-                    weight_decay=float(params["weight_decay"]), seed=int(params.get("seed", 0)), state=state,
+                    group=group, phase=phase, number=number, run_id=run.info.run_id,
+                    values={name: parse_value(params[name]) for name in searched}, seed=int(params.get("seed", 0)),
+                    state=state,
                     status=status, iterations=max(steps, default=0),
                     val_error=metrics.get("final_val_error", history[max(history)] if history else None),
                     test_error=metrics.get("final_test_error", tests[max(tests)] if tests else None),

@@ -92,15 +92,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def trial_train_config(spec: StudySpec, config: dict[str, Any]) -> tuple[Group, TrainConfig]:
-    """The group and engine config of one trial from the values Tune chose (``group``, ``lr``, ...)."""
+    """The group and engine config of one trial from the values Tune chose (``group``, the searched fields, ...)."""
     groups = {group.key: group for group in spec.study_groups()}
     group = groups[config["group"]]
     final = config.get("phase") == "final"
-    train_config = spec.train_config(
-        group, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]),
-        seed=int(config.get("seed", spec.train.seed)), val_split=0 if final else None,
-    )
+    seed = int(config.get("seed", spec.train.seed))
+    train_config = spec.train_config(group, searched_values(spec, config), seed=seed, val_split=0 if final else None)
     return group, train_config
+
+
+def searched_values(spec: StudySpec, config: dict[str, Any]) -> dict[str, Any]:
+    """The searched fields' values in a trial's Tune ``config``, in the spec's order."""
+    return {name: config[name] for name in spec.search.space}
 
 
 def trial_driver(config: dict[str, Any], spec: dict[str, Any], storage_path: str) -> None:

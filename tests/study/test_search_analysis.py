@@ -17,7 +17,6 @@ from optuna.trial import TrialState
 
 from study.search import search_space
 from study.search_analysis import (
-    CSV_COLUMNS,
     TrialRecord,
     group_study,
     plot_all,
@@ -25,8 +24,9 @@ from study.search_analysis import (
     read_trials_csv,
     write_trials_csv,
 )
+from study.spec import SearchRange, SearchSpec
 
-SPACE = search_space((0.01, 1.0), (1e-5, 1e-3))
+SPACE = search_space(SearchSpec({"lr": SearchRange(0.01, 1.0), "weight_decay": SearchRange(1e-5, 1e-3)}))
 RICH, POOR = "resnet20-A", "plain20"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,15 +39,17 @@ def _quiet_optuna() -> None:
 def search(group: str, number: int, lr: float, wd: float, state: str, val_error: float | None,
            intermediate: dict[int, float] | None = None, iterations: int = 6000) -> TrialRecord:
     status = {"COMPLETE": "completed", "PRUNED": "stopped early", "FAIL": "failed", "RUNNING": "running"}[state]
-    return TrialRecord(group=group, phase="search", number=number, run_id=f"{group}-s{number}", lr=lr,
-                       weight_decay=wd, seed=number, state=state, status=status, iterations=iterations,
+    return TrialRecord(group=group, phase="search", number=number, run_id=f"{group}-s{number}",
+                       values={"lr": lr, "weight_decay": wd},
+                       seed=number, state=state, status=status, iterations=iterations,
                        val_error=val_error, test_error=None if val_error is None else val_error + 0.25,
                        wall_seconds=None if state == "RUNNING" else 60.0 + number, intermediate=intermediate or {})
 
 
 def final(group: str, number: int, test_error: float) -> TrialRecord:
-    return TrialRecord(group=group, phase="final", number=number, run_id=f"{group}-f{number}", lr=0.1,
-                       weight_decay=1e-4, seed=number, state="", status="completed", iterations=64000,
+    return TrialRecord(group=group, phase="final", number=number, run_id=f"{group}-f{number}",
+                       values={"lr": 0.1, "weight_decay": 1e-4},
+                       seed=number, state="", status="completed", iterations=64000,
                        val_error=None, test_error=test_error, wall_seconds=3600.5, intermediate={})
 
 
@@ -77,7 +79,7 @@ def test_trials_csv_rows_columns_and_order_and_round_trip(tmp_path: Path) -> Non
     path = write_trials_csv(records(), tmp_path / "out" / "trials.csv")
     with path.open(newline="") as stream:
         rows = list(csv.reader(stream))
-    assert tuple(rows[0]) == CSV_COLUMNS == (
+    assert tuple(rows[0]) == (
         "group", "phase", "number", "lr", "weight_decay", "seed", "optuna_state", "status", "iterations",
         "val_error", "test_error", "wall_seconds", "run_id")
     assert [tuple(row[:3]) for row in rows[1:]] == [
@@ -111,7 +113,8 @@ def test_group_study_reproduces_the_search() -> None:
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
                                          TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert [t.value for t in trials] == [8.5, 10.25, None, 9.0, None, 8.0]
-    assert [t.params for t in trials] == [{"lr": r.lr, "weight_decay": r.weight_decay} for r in rich]
+    assert [t.params for t in trials] == [{"lr": r.values["lr"], "weight_decay": r.values["weight_decay"]}
+                                          for r in rich]
     assert trials[0].intermediate_values == {3000: 12.0, 6000: 8.5}
     assert trials[2].intermediate_values == {500: 60.0, 1000: 41.5, 2000: 35.25}  # the NaN dropped
     assert trials[4].intermediate_values == {}

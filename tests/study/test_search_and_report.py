@@ -11,8 +11,9 @@ from conftest import SMOKE, run_study
 
 from study.report import GroupResult, format_table, write_report
 from study.search import GroupedScheduler, GroupedSearcher, search_space
+from study.spec import SearchRange, SearchSpec
 
-SPACE = search_space((0.01, 1.0), (1e-5, 1e-3))
+SPACE = search_space(SearchSpec({"lr": SearchRange(0.01, 1.0), "weight_decay": SearchRange(1e-5, 1e-3)}))
 
 
 def test_searcher_serves_each_group_its_own_budget_in_turn(tmp_path: Path) -> None:

@@ -293,3 +293,88 @@ def test_resuming_with_changed_search_values_names_them_and_the_ways_out() -> No
     assert "\n" not in message and "search.lr.high (8.0 -> 6.0)" in message
     assert "train.iterations (150 -> 300)" in message
     assert "--set name=" in message and "resume it with the spec it was started with" in message
+
+
+# ------------------------------------------------------------------------------------------- any training field
+def test_train_takes_any_training_field_by_name_and_every_run_gets_it() -> None:
+    spec = load_spec(SMOKE, ["train.lr_decay=0.2", "train.warmup=false", "train.eval_batch_size=500"])
+    assert dict(spec.train.overrides) == {"lr_decay": 0.2, "warmup": False, "eval_batch_size": 500}
+    config = spec.train_config(spec.study_groups()[0], lr=0.1, weight_decay=1e-4, seed=0)
+    assert (config.lr_decay, config.warmup, config.eval_batch_size) == (0.2, False, 500)
+    assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict()))) == spec
+    assert spec.to_dict()["train"]["lr_decay"] == 0.2
+
+
+def test_search_takes_any_numeric_or_categorical_field() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from study.search import search_space
+
+    spec = load_spec(SMOKE, ["search.momentum={low: 0.8, high: 0.99}", "search.batch_size={choices: [32, 64]}",
+                             "search.warmup_window={low: 10, high: 100, log: true}", "search.lr.log=false",
+                             "search.initial_points=[{lr: 5.0, weight_decay: 1.0e-4, momentum: 0.9, batch_size: 64,"
+                             " warmup_window: 50}]"])
+    space = search_space(spec.search)
+    assert list(space) == ["lr", "weight_decay", "momentum", "batch_size", "warmup_window"]
+    assert space["momentum"] == FloatDistribution(0.8, 0.99, log=False)
+    assert space["lr"] == FloatDistribution(0.01, 8.0, log=False) and space["weight_decay"].log
+    assert space["batch_size"] == CategoricalDistribution((32, 64))
+    assert space["warmup_window"] == IntDistribution(10, 100, log=True)
+    values = {"lr": 0.3, "weight_decay": 2e-4, "momentum": 0.95, "batch_size": 32, "warmup_window": 20}
+    config = spec.train_config(spec.study_groups()[0], values, seed=0)
+    assert (config.momentum, config.batch_size, config.warmup_window, config.lr) == (0.95, 32, 20, 0.3)
+    assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict()))) == spec
+    assert spec.to_dict()["search"]["momentum"] == {"low": 0.8, "high": 0.99}
+
+
+def test_a_default_range_dropped_with_null_fixes_the_field() -> None:
+    spec = load_spec(SMOKE, ["search.lr=null", "search.initial_points=[]", "train.lr=0.05"])
+    assert list(spec.search.space) == ["weight_decay"] and spec.search.lr is None
+    assert spec.train_config(spec.study_groups()[0], weight_decay=1e-4, seed=0).lr == 0.05
+    assert spec.to_dict()["search"]["lr"] is None
+    assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict()))) == spec
+
+
+def test_groups_cross_any_field_and_each_value_is_its_own_group() -> None:
+    spec = load_spec(SMOKE, ["groups.batch_size=[32, 64]"])
+    groups = spec.study_groups()
+    assert [g.key for g in groups] == ["resnet20-A-batch_size32", "resnet20-A-batch_size64", "plain20-batch_size32",
+                                       "plain20-batch_size64"]
+    assert [spec.train_config(g, lr=0.1, weight_decay=1e-4, seed=0).batch_size for g in groups] == [32, 64, 32, 64]
+    assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict()))) == spec
+
+
+NEW_BAD_INPUTS = [
+    (["train.lr_decya=0.2"], "unknown key train.lr_decya: valid keys under train are iterations"),
+    (["train.lr_decya=0.2"], "did you mean train.lr_decay?"),
+    (["search.momentun={low: 0.8, high: 0.9}"], "did you mean search.momentum?"),
+    (["groups.batchsize=[32]"], "did you mean groups.batch_size?"),
+    (["train.arch=resnet56"], "train.arch: arch is set by groups.archs: set it there"),
+    (["search.val_split={low: 1, high: 9}"], "search.val_split: val_split is set by dataset.val_split"),
+    (["search.iterations={low: 100, high: 200}"], "search.iterations: iterations cannot be searched"),
+    (["groups.seed=[1, 2]"], "groups.seed: seed cannot be crossed"),
+    (["train.lr_decay=fast"], "train.lr_decay: lr_decay must be"),
+    (["train.plateau_patience=0"], "train.plateau_patience: plateau_patience must be a positive integer"),
+    (["search.initial_points=[]", "search.momentum={low: 0.8, high: 1.5}"], "search.momentum.high=1.5: momentum must be in [0, 1)"),
+    (["search.momentum={low: 0.9, high: 0.8}"], "search.momentum.low=0.9 >= search.momentum.high=0.8"),
+    (["search.momentum={high: 0.9}"], "search.momentum needs low and high (or choices)"),
+    (["search.normalization={low: 0, high: 1}"], "search.normalization: normalization is not numeric"),
+    (["search.initial_points=[]", "search.normalization={choices: [channel, zca]}"], "search.normalization.choices[1]=zca: unknown "
+                                                         "normalization 'zca'"),
+    (["search.batch_size={low: 32.5, high: 64}"], "search.batch_size.low=32.5: batch_size is an integer"),
+    (["search.momentum={low: 0.8, high: 0.9, choices: [0.9]}"], "search.momentum: give either choices or low/high"),
+    (["search.momentum={choices: []}"], "search.momentum.choices is empty"),
+    (["search.momentum={low: 0.8, high: 0.9}"], "search.initial_points[0].momentum is required"),
+    (["search.initial_points=[]", "search.momentum={low: 0.8, high: 0.9}", "groups.momentum=[0.9]"], "search.momentum: momentum is also "
+                                                                         "crossed under groups.momentum"),
+    (["search.initial_points=[]", "search.lr_decay={low: 0.1, high: 0.5}", "train.lr_decay=0.2"], "search.lr_decay: lr_decay is also fixed"),
+    (["groups.batch_size=[]"], "groups.batch_size is empty"),
+    (["groups.batch_size=[32, 32]"], "groups.batch_size repeats a value"),
+    (["groups.batch_size=[32, 0]"], "groups.batch_size: batch_size must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), NEW_BAD_INPUTS, ids=[case[1][:40] for case in NEW_BAD_INPUTS])
+def test_bad_training_fields_fail_with_one_line_naming_the_key(overrides: list[str], message: str) -> None:
+    got = _error(*overrides)
+    assert got.startswith(message) or message in got, got
