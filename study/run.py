@@ -15,24 +15,21 @@ checkpoint, every MLflow run of the study ends KILLED, and one line says how far
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import shlex
+import signal
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder's modules
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p != here]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
-
-from study.stop_signals import StopSignals, StudyInterrupted  # noqa: E402
+try:  # run as a script, this file's folder comes first on the path: the installed project provides ``study``
+    from study.stop_signals import StopSignals, StudyInterrupted
+except ModuleNotFoundError as missing:  # pragma: no cover - only without the install step of the README
+    sys.exit(f"study/run.py: error: {missing}: install the project first: pip install -e . (see the README)")
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
