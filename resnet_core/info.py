@@ -18,6 +18,7 @@ from typing import Any
 from resnet_core.engine.cli import OneLineParser
 from resnet_core.errors import ResnetCoreError
 from resnet_core.models import describe, list_models, model_info
+from resnet_core.options import SHORTCUT_OPTIONS, STRIDE_IN
 
 PROG = "resnet_core.info"
 COLUMNS = ("name", "family", "depth", "shortcut", "stride_in", "input", "params", "mult-adds 1e9",
@@ -33,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("archs", nargs="*", metavar="ARCH", help="registered model names, e.g. resnet50 resnet20 (default: all)")
     add("--all", action="store_true", help="list every registered model (the default without ARCH)")
     add("--family", choices=["cifar", "imagenet"], help="only the models of this family")
-    add("--shortcut", choices=["A", "B", "C"], type=str.upper, help="shortcut option (paper Table 3)")
-    add("--stride-in", choices=["1x1", "3x3"], type=str.lower,
+    add("--shortcut", choices=SHORTCUT_OPTIONS, type=str.upper, help="shortcut option (paper Table 3)")
+    add("--stride-in", choices=STRIDE_IN, type=str.lower,
         help="stride of downsampling bottlenecks: 1x1 (the paper) or 3x3 (torchvision v1.5); only models with a "
              "stride_in option take it")
     add("--input-size", type=int, help="image side in pixels (default: the model's, 224 ImageNet / 32 CIFAR)")

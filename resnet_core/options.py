@@ -5,6 +5,14 @@ from __future__ import annotations
 
 from resnet_core.errors import ConfigError
 
+SHORTCUT_OPTIONS = ("A", "B", "C")
+"""The shortcut options of paper Table 3 (Sec. 3.3): A zero-padding identity, B projections where dimensions grow,
+C projections everywhere. Built by :class:`resnet_core.models.blocks.Shortcut`; everything else reads this list."""
+
+STRIDE_IN = ("1x1", "3x3")
+"""Where a downsampling bottleneck strides: on its first 1x1 convolution (the paper) or on its 3x3 (torchvision's
+"v1.5")."""
+
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 """``none``: eager. The rest are ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs."""
 

@@ -43,9 +43,10 @@ from typing import Any
 
 from scipy import stats
 
+from resnet_core.options import SHORTCUT_OPTIONS
 from study.report import GroupResult
 
-SHORTCUT_ORDER = ("A", "B", "C")
+SHORTCUT_ORDER = SHORTCUT_OPTIONS
 """Option A first: the paper's CIFAR choice (Sec. 4.2); B and C are the Table 3 alternatives."""
 MIN_SEEDS = 2
 """Seeds per group a Welch interval needs (one seed has no spread)."""
@@ -240,7 +241,8 @@ def answer(results: Sequence[GroupResult], confidence: float = 0.95) -> Answer:
             for option in SHORTCUT_ORDER[1:]:
                 other = families.get(option, {}).get(depth)
                 if option_a is not None and other is not None:
-                    differences.append(_compare(other, option_a, confidence, PAPER_SHORTCUT[option]))
+                    paper = PAPER_SHORTCUT.get(option, "not in the paper")
+                    differences.append(_compare(other, option_a, confidence, paper))
         trends += [_trend(_family_name(shortcut, settings), list(families[shortcut].values()), confidence)
                    for shortcut in (None, *SHORTCUT_ORDER) if shortcut in families]
     return Answer(tuple(differences), tuple(trends), confidence)

@@ -31,9 +31,9 @@ from pydantic import ConfigDict, with_config
 from resnet_core import ConfigError, ResnetCoreError, TrainConfig, list_models, model_info
 from resnet_core.data.sources import DATASETS
 from resnet_core.engine.config import RESUMABLE_CHANGES
-from resnet_core.options import COMPILE_MODES
+from resnet_core.options import COMPILE_MODES, SHORTCUT_OPTIONS
 
-SHORTCUTS = ("A", "B", "C")
+SHORTCUTS = SHORTCUT_OPTIONS
 SAMPLERS = ("tpe", "gp", "random")
 """Optuna samplers by name (study.search.make_sampler); chosen by benchmarks/sampler_choice.py."""
 EARLY_STOPPING = ("asha", "none")
@@ -202,8 +202,8 @@ class GroupsSpec:
             _require("depth" in info.fixed, f"{key}: {arch} has no fixed depth: use one of {usable}")
         _require(self.shortcuts, "groups.shortcuts is empty: use one or more of A, B, C (paper Table 3)")
         for i, option in enumerate(self.shortcuts):
-            _require(option in SHORTCUTS, f"groups.shortcuts[{i}]: unknown shortcut option {option!r}: use A, B or C "
-                                          "(paper Table 3)")
+            _require(option in SHORTCUTS, f"groups.shortcuts[{i}]: unknown shortcut option {option!r}: use "
+                                          f"{', '.join(SHORTCUTS)} (paper Table 3)")
         for name, values in self.cross.items():
             _require(values, f"groups.{name} is empty: list the values to cross, e.g. {name}: [a, b]")
             _require(len(set(map(repr, values))) == len(values), f"groups.{name} repeats a value")

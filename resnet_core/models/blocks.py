@@ -31,7 +31,8 @@ from resnet_core.errors import ConfigError
 
 
 class Shortcut(str, Enum):
-    """The shortcut options of paper Table 3."""
+    """The shortcut options of paper Table 3, one member per name in :data:`resnet_core.options.SHORTCUT_OPTIONS`
+    (which the configuration, the command lines and the study read; a test keeps the two equal)."""
 
     A = "A"  # zero-padding identity
     B = "B"  # projection where dimensions grow

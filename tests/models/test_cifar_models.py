@@ -140,3 +140,10 @@ def test_a_block_given_the_options_name_builds_that_option(option: str) -> None:
     grows = Bottleneck(64, 64, stride=2, shortcut=option)
     assert isinstance(grows.downsample, nn.Sequential)
     assert isinstance(same.downsample, nn.Sequential) == (option.upper() == "C")
+
+
+def test_every_named_shortcut_option_is_built_and_every_built_one_is_named() -> None:
+    from resnet_core.models.blocks import Shortcut
+    from resnet_core.options import SHORTCUT_OPTIONS
+
+    assert tuple(option.value for option in Shortcut) == SHORTCUT_OPTIONS
