@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import subprocess
@@ -34,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from resnet_core import EvalReport
 from study.figures import plot_curves
 from study.mlflow_server import PATIENCE_S, TrackingUnavailable, address, call_patiently, is_server
 from study.search import is_evaluation
@@ -42,9 +44,9 @@ from study.trial import REPLAYED, RESUMED_AT
 
 log = logging.getLogger(__name__)
 
-CURVES = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "lr", "val_top5_error",
-          "test_top5_error")
-"""Metrics logged at every evaluation (every figure of the engine's EvalReport), stepped by the engine's iteration."""
+CURVES = tuple(f.name for f in dataclasses.fields(EvalReport) if f.name not in ("iteration", "seconds", "checkpoint"))
+"""Metrics logged at every evaluation: every figure of the engine's :class:`~resnet_core.EvalReport` (a metric added
+there is logged without a change here), stepped by the engine's iteration."""
 
 STATUS_COMPLETED, STATUS_STOPPED, STATUS_FAILED = "completed", "stopped early", "failed"
 OPTUNA_STATES = {STATUS_COMPLETED: "COMPLETE", STATUS_STOPPED: "PRUNED", STATUS_FAILED: "FAIL"}
