@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from resnet_core.errors import ConfigError
 
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+"""Every dataset a run may name, with the title figures and messages give it (Sec. 4.2: CIFAR-10; Sec. 3.4:
+ImageNet 2012)."""
+DATASETS = tuple(DATASET_TITLES)
+CIFAR_DATASETS = ("cifar10", "cifar100")
+"""Those read by the CIFAR pipeline (official archives, class-folder trees): :mod:`resnet_core.data.sources`."""
+
 SHORTCUT_OPTIONS = ("A", "B", "C")
 """The shortcut options of paper Table 3 (Sec. 3.3): A zero-padding identity, B projections where dimensions grow,
 C projections everywhere. Built by :class:`resnet_core.models.blocks.Shortcut`; everything else reads this list."""

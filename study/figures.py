@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from resnet_core.options import DATASET_TITLES
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from study.report import GroupResult
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+DATASET_NAMES = DATASET_TITLES
 Row = Mapping[str, float]
 
 

@@ -36,16 +36,17 @@ import torch
 from resnet_core.data import cache, cifar_archives, image_folders
 from resnet_core.data.image_arrays import RawImageSet, quote, short_reason
 from resnet_core.errors import DataError
+from resnet_core.options import CIFAR_DATASETS, DATASET_TITLES
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("cifar10", "cifar100")
+DATASETS = CIFAR_DATASETS
 """Dataset names :func:`load_image_dataset` can download; folder trees may hold any classes."""
 
 DOWNLOAD_TIMEOUT_S = 8.0
 """Socket timeout of the download, so that it fails within seconds on a machine without network."""
 
-_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+_TITLES = DATASET_TITLES
 
 
 @dataclass(frozen=True)
