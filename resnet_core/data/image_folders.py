@@ -11,6 +11,11 @@ Decoding uses torchvision's libjpeg-turbo decoder on batches of JPEGs (about 1.5
 images on one core; Pillow needs about 4 s). Measured on two cores, a thread pool made it slower, because
 the batched decoder holds the GIL and Pillow's per-image overhead is mostly Python, so one thread is used.
 Other formats go through ``torchvision.io.decode_image``, then Pillow (BMP and anything torchvision rejects).
+
+Also the rules both tree readers share (this one for CIFAR-style trees, :mod:`resnet_core.data.imagenet` for
+ImageNet's ``train/<wnid>/`` + ``val/<wnid>/``): which names are images (:func:`is_image_name`) and which are
+hidden (:func:`is_hidden_name`), where a tree starts in a folder or archive (:func:`find_tree_root`), and how
+one image is decoded (:func:`decode_image`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import tarfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -48,6 +55,11 @@ JPEG_BATCH = 1024
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _TORCHVISION_CODEC_NOTICE = "The image decoding and encoding capabilities of TorchVision are deprecated"
 _FORMAT_NAMES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WebP"}
+_HIDDEN_NAMES = ("__MACOSX",)  # macOS archive metadata, besides names starting with "."
+
+
+class CorruptImageError(DataError):
+    """An image file cannot be read or decoded; the message names the file and how to go on."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +88,17 @@ class TreePlan:
 
 
 def is_image_name(name: str) -> bool:
-    """Whether ``name`` is an image file the tree reader uses (not hidden, known suffix)."""
+    """Whether the file ``name`` (a base name or a POSIX path) is an image the tree readers use.
+
+    Its base name ends with one of :data:`IMAGE_SUFFIXES` (any case) and is not hidden (:func:`is_hidden_name`).
+    """
     base = posixpath.basename(name)
-    return not base.startswith(".") and base.lower().endswith(IMAGE_SUFFIXES)
+    return not is_hidden_name(base) and base.lower().endswith(IMAGE_SUFFIXES)
+
+
+def is_hidden_name(name: str) -> bool:
+    """Whether a file or folder name is skipped by the tree readers: a dot file or macOS's ``__MACOSX``."""
+    return name.startswith(".") or name in _HIDDEN_NAMES
 
 
 def read_tar(archive: Path, keep: Callable[[str], bool]) -> TarContents:
@@ -98,9 +118,14 @@ def read_tar(archive: Path, keep: Callable[[str], bool]) -> TarContents:
                         handle = tar.extractfile(member)
                         blobs[name] = handle.read() if handle is not None else b""
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise DataError(f"cannot read the archive {quote(archive)} ({short_reason(error)}); it is damaged or "
-                        "not a tar archive, download or create it again") from error
+        raise damaged_archive(archive, error) from error
     return TarContents(tuple(files), frozenset(folders), blobs)
+
+
+def damaged_archive(archive: Path, error: BaseException) -> DataError:
+    """The error for an archive that cannot be read as a tar, quoting ``error``."""
+    return DataError(f"cannot read the archive {quote(archive)} ({short_reason(error)}); it is damaged or not a tar "
+                     "archive, download or create it again")
 
 
 def _clean_member_name(name: str) -> str:
@@ -108,27 +133,44 @@ def _clean_member_name(name: str) -> str:
     return "" if cleaned == "." else cleaned
 
 
-def tar_tree_root(contents: TarContents) -> str | None:
-    """ROOT of a class-folder tree in a tar: its top level or single top folder holding ``train/``."""
-    names = [*contents.files, *contents.folders]
-    tops = {name.split("/", 1)[0] for name in names if name and not _hidden(name.split("/", 1)[0])}
-    if any(name.startswith("train/") for name in contents.files):
+def find_tree_root(holds_train: Callable[[str], bool], subfolders: Callable[[], Iterable[str]]) -> str | None:
+    """Where a tree starts in a container (a folder or an archive): the folder name relative to it, or None.
+
+    The container itself ("") when ``holds_train("")``, else its single visible subfolder (loose files and
+    hidden folders ignored, see :func:`is_hidden_name`) when that one holds ``train/``. ``subfolders`` is only
+    called when the container itself does not hold ``train/``.
+    """
+    if holds_train(""):
         return ""
-    if len(tops) == 1:
-        (top,) = tops
-        if any(name.startswith(f"{top}/train/") for name in contents.files):
+    visible = {name for name in subfolders() if name and not is_hidden_name(name)}
+    if len(visible) == 1:
+        (top,) = visible
+        if holds_train(top):
             return top
     return None
 
 
+def tar_tree_root(contents: TarContents) -> str | None:
+    """ROOT of a class-folder tree in a tar: its top level or single top folder holding ``train/`` files."""
+    def holds_train(folder: str) -> bool:
+        prefix = posixpath.join(folder, "train") + "/"
+        return any(name.startswith(prefix) for name in contents.files)
+
+    def top_folders() -> set[str]:
+        nested = {name.split("/", 1)[0] for name in contents.files if "/" in name}
+        return nested | {name.split("/", 1)[0] for name in contents.folders}
+
+    return find_tree_root(holds_train, top_folders)
+
+
 def dir_tree_root(directory: Path) -> Path | None:
     """ROOT of a class-folder tree in ``directory``: itself or its single subfolder, holding ``train/``."""
-    if (directory / "train").is_dir():
-        return directory
-    subfolders = [child for child in directory.iterdir() if child.is_dir() and not _hidden(child.name)]
-    if len(subfolders) == 1 and (subfolders[0] / "train").is_dir():
-        return subfolders[0]
-    return None
+    def subfolders() -> list[str]:
+        with os.scandir(directory) as entries:
+            return [entry.name for entry in entries if entry.is_dir()]
+
+    root = find_tree_root(lambda folder: (directory / folder / "train").is_dir(), subfolders)
+    return None if root is None else directory / root
 
 
 def list_dir_tree(root: Path) -> tuple[list[str], set[str]]:
@@ -139,7 +181,7 @@ def list_dir_tree(root: Path) -> tuple[list[str], set[str]]:
         for current, dirnames, filenames in os.walk(root / split):
             relative = Path(current).relative_to(root).as_posix()
             folders.add(relative)
-            dirnames[:] = [name for name in dirnames if not _hidden(name)]
+            dirnames[:] = [name for name in dirnames if not is_hidden_name(name)]
             files.extend(f"{relative}/{name}" for name in filenames)
     return files, folders
 
@@ -177,12 +219,12 @@ def _split_images(files: Sequence[str], folders: Sequence[str], split: str,
     images: list[tuple[str, str]] = []
     for name in files:
         parts = name.split("/")
-        if parts[0] != split or len(parts) < 3 or any(_hidden(part) for part in parts[1:]):
+        if parts[0] != split or len(parts) < 3 or any(is_hidden_name(part) for part in parts[1:]):
             continue
         classes.add(parts[1])
         if is_image_name(name):
             images.append((parts[1], name))
-    classes = {name for name in classes if not _hidden(name)}
+    classes = {name for name in classes if not is_hidden_name(name)}
     if not classes:
         raise DataError(f"{split}/ of the image tree {quote(where)} holds no class folders; put the images in "
                         f"{split}/<class>/ folders")
@@ -192,10 +234,6 @@ def _split_images(files: Sequence[str], folders: Sequence[str], split: str,
         raise DataError(f"the class folder {split}/{empty[0]} of the image tree {quote(where)} holds no images "
                         f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
     return sorted(images), classes
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
 
 
 def image_formats(plan: TreePlan) -> str:
@@ -229,11 +267,28 @@ def decode_tree(plan: TreePlan, blobs: Sequence[bytes], where: str, kind: str) -
 
 def decode_images(names: Sequence[str], blobs: Sequence[bytes], where: str) -> np.ndarray:
     """Decode encoded images into one uint8 (N, 3, H, W) array; all must share one size."""
-    with warnings.catch_warnings():  # torchvision 0.29+ flags its image codecs as deprecated on every call
-        warnings.filterwarnings("ignore", message=_TORCHVISION_CODEC_NOTICE, category=DeprecationWarning)
+    with _quiet_codecs():
         images = _decode_all(names, blobs, where)
     _check_same_size(names, images, where)
     return torch.stack(images).numpy()
+
+
+def decode_image(blob: bytes, label: str, fix: str) -> torch.Tensor:
+    """Decode one encoded image to uint8 (3, H, W) RGB: torchvision, else Pillow; grayscale and CMYK converted.
+
+    When neither can, raise :class:`CorruptImageError` "cannot decode the image <label> (<reason>); <fix>":
+    ``label`` names the file (quoted), ``fix`` says what to do about it.
+    """
+    with _quiet_codecs():
+        return _decode_one(_torchvision_codecs(), blob, label, fix)
+
+
+@contextmanager
+def _quiet_codecs() -> Iterator[None]:
+    """Silence the deprecation warning torchvision 0.29+ gives on every call of its image codecs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TORCHVISION_CODEC_NOTICE, category=DeprecationWarning)
+        yield
 
 
 def _decode_all(names: Sequence[str], blobs: Sequence[bytes], where: str) -> list[torch.Tensor]:
@@ -245,10 +300,16 @@ def _decode_all(names: Sequence[str], blobs: Sequence[bytes], where: str) -> lis
         chunk = jpegs[start:start + JPEG_BATCH]
         for index, image in zip(chunk, _decode_jpeg_batch(codecs, [blobs[index] for index in chunk])):
             decoded[index] = image
-    return [image if image is not None else _decode_one(codecs, names[index], blobs[index], where)
-            for index, image in enumerate(decoded)]
+    images: list[torch.Tensor] = []
+    for index, image in enumerate(decoded):
+        if image is None:
+            image = _decode_one(codecs, blobs[index], f"{quote(names[index])} in {quote(where)}",
+                                "replace or remove the file")
+        images.append(image)
+    return images
 
 
+@cache
 def _torchvision_codecs() -> ModuleType | None:
     """``torchvision.io`` when it still offers its image decoders, else None (then Pillow decodes)."""
     try:
@@ -271,24 +332,24 @@ def _decode_jpeg_batch(codecs: ModuleType, blobs: Sequence[bytes]) -> list[torch
         return [None] * len(blobs)
 
 
-def _decode_one(codecs: ModuleType | None, name: str, blob: bytes, where: str) -> torch.Tensor:
-    """Decode one image to uint8 (3, H, W) RGB with torchvision, else Pillow; DataError naming it if both fail."""
-    if codecs is not None:
+def _decode_one(codecs: ModuleType | None, blob: bytes, label: str, fix: str) -> torch.Tensor:
+    """:func:`decode_image` with the torchvision codecs given (None: Pillow only) and warnings left as they are."""
+    if codecs is not None and blob:
         try:
             image = codecs.decode_image(_as_tensor(blob), mode=codecs.ImageReadMode.RGB)
-            if image.dtype != torch.uint8:  # 16-bit PNG
-                image = (image.to(torch.int32) * 255 // 65535).to(torch.uint8)
-            return image
         except (RuntimeError, ValueError):
-            pass  # e.g. BMP, which torchvision does not read: Pillow's turn
+            image = None  # e.g. BMP, which torchvision does not read: Pillow's turn
+        if image is not None and image.dtype == torch.uint16:  # 16-bit PNG
+            image = (image.to(torch.int32) * 255 // 65535).to(torch.uint8)
+        if image is not None and image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3:
+            return image
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(blob)) as opened:
             array = np.asarray(opened.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"cannot decode the image {quote(name)} in {quote(where)} ({short_reason(error)}); "
-                        "replace or remove the file") from error
+        raise CorruptImageError(f"cannot decode the image {label} ({short_reason(error)}); {fix}") from error
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 

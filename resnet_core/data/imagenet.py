@@ -4,20 +4,22 @@
 of the 1000 ILSVRC 2012 classes. Here those images stay on disk as files and are decoded one by one, per
 sample, in DataLoader workers (unlike CIFAR, Sec. 4.2, which is decoded once and held in memory):
 
-- :func:`scan_image_folders` lists ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (``.jpeg``, ``.jpg``,
-  ``.png`` in any case) of a folder, of its single subfolder, or of a ``.tar`` / ``.tar.gz`` / ``.tgz`` of
-  such a tree, which is extracted once into the cache folder; classes are the sorted wnids of ``train/``,
-  and their names come from ``LOC_synset_mapping.txt`` when it is there. Only ``os.scandir``: listing the
-  1.28M training files decodes nothing and stats nothing.
+- :func:`scan_image_folders` lists ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (any suffix of
+  :data:`~resnet_core.data.image_folders.IMAGE_SUFFIXES`, in any case) of a folder, of its single subfolder,
+  or of a ``.tar`` / ``.tar.gz`` / ``.tgz`` of such a tree, which is extracted once into the cache folder;
+  classes are the sorted wnids of ``train/``, and their names come from ``LOC_synset_mapping.txt`` when it
+  is there. Only ``os.scandir``: listing the 1.28M training files decodes nothing and stats nothing.
 - :func:`read_image` decodes one file to uint8 RGB, grayscale and CMYK included (ImageNet holds both, and
   one PNG named ``.JPEG``).
 - :class:`ImageFolderDataset` decodes and transforms sample ``index``; keyed by ``(epoch, index)`` its
   random augmentation is a pure function of ``(seed, epoch, index)``, whatever worker process computes it.
+
+Which names are images, which are hidden, where the tree starts and how an image is decoded are the rules of
+the CIFAR-style tree reader, :mod:`resnet_core.data.image_folders`, shared with it.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import operator
 import os
@@ -25,7 +27,6 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,15 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from resnet_core.data import cache
+from resnet_core.data import cache, image_folders
 from resnet_core.data.batches import stream_seed
 from resnet_core.data.image_arrays import quote, short_reason
 from resnet_core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-"""File name endings (any case) listed as images; other files in the class folders are ignored."""
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 """Archive name endings (any case) extracted into the cache folder."""
@@ -60,11 +58,8 @@ LAYOUT = "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
 CORRUPT_FIX = "remove or replace it, or pass --skip-corrupt to skip such files"
 """The end of every :class:`CorruptImageError` message."""
 
-_TORCHVISION_CODEC_NOTICE = "The image decoding and encoding capabilities of TorchVision are deprecated"
-
-
-class CorruptImageError(DataError):
-    """An image file cannot be read or decoded; the message names the file and how to go on."""
+CorruptImageError = image_folders.CorruptImageError
+"""An image file cannot be read or decoded (a :class:`DataError`); the message names the file and how to go on."""
 
 
 @dataclass(frozen=True)
@@ -106,24 +101,13 @@ def scan_image_folders(path: str | os.PathLike[str], cache_dir: str | os.PathLik
     else:
         raise DataError(f"no image folders at {quote(source)} (no such file or folder); pass a folder holding "
                         f"{LAYOUT}, or a .tar/.tar.gz of one")
-    root = _tree_root(folder)
+    root = image_folders.dir_tree_root(folder)
     if root is None:
         raise DataError(f"{where} holds no train/ folder (nor does its single subfolder); pass a folder holding "
                         f"{LAYOUT}, or a .tar/.tar.gz of one")
     index = _scan_tree(root, folder, origin)
     logger.info("%s", index.description)
     return index
-
-
-def _tree_root(folder: Path) -> Path | None:
-    """``folder`` or its single visible subfolder, whichever holds ``train/``."""
-    if (folder / "train").is_dir():
-        return folder
-    with os.scandir(folder) as entries:
-        subfolders = [Path(entry.path) for entry in entries if entry.is_dir() and not _hidden(entry.name)]
-    if len(subfolders) == 1 and (subfolders[0] / "train").is_dir():
-        return subfolders[0]
-    return None
 
 
 def _scan_tree(root: Path, given: Path, origin: str) -> ImageFolderIndex:
@@ -137,7 +121,7 @@ def _scan_tree(root: Path, given: Path, origin: str) -> ImageFolderIndex:
     empty = [wnid for wnid in classes if not train[wnid]]
     if empty:
         raise DataError(f"the class folder {quote(root / 'train' / empty[0])} holds no images "
-                        f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
+                        f"({', '.join(image_folders.IMAGE_SUFFIXES)}); add images or remove the folder")
     unknown = sorted(set(val) - set(train))
     if unknown:
         raise DataError(f"val/ of {quote(root)} has class folders that train/ lacks ({_some(unknown)}); remove them "
@@ -163,11 +147,11 @@ def _list_split(root: Path, split: str) -> dict[str, list[str]]:
     archives: list[str] = []
     with os.scandir(root / split) as entries:
         for entry in entries:
-            if _hidden(entry.name):
+            if image_folders.is_hidden_name(entry.name):
                 continue
             if entry.is_dir():
                 classes[entry.name] = _images_under(Path(entry.path), f"{split}/{entry.name}")
-            elif _is_image_name(entry.name):
+            elif image_folders.is_image_name(entry.name):
                 loose.append(entry.name)
             elif entry.name.lower().endswith(".tar"):
                 archives.append(entry.name)
@@ -195,9 +179,9 @@ def _images_under(folder: Path, prefix: str) -> list[str]:
         current, relative = pending.pop()
         with os.scandir(current) as entries:
             for entry in entries:
-                if _hidden(entry.name):
+                if image_folders.is_hidden_name(entry.name):
                     continue
-                if _is_image_name(entry.name):
+                if image_folders.is_image_name(entry.name):
                     if entry.is_file():
                         images.append(f"{relative}/{entry.name}")
                 elif entry.is_dir():
@@ -223,14 +207,6 @@ def _class_names(classes: Sequence[str], folders: Sequence[Path]) -> tuple[tuple
                 names[parts[0]] = parts[1].split(",")[0].strip() or parts[0]
         return tuple(names.get(wnid, wnid) for wnid in classes), mapping
     return tuple(classes), None
-
-
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
 
 
 def _some(names: Sequence[str], shown: int = 5) -> str:
@@ -297,8 +273,7 @@ def _extract_members(archive: Path, target: Path) -> None:
                 else:
                     skipped += 1
     except (tarfile.TarError, EOFError, zlib.error) as error:
-        raise DataError(f"cannot read the archive {quote(archive)} ({short_reason(error)}); it is damaged or not a "
-                        "tar archive, download or create it again") from error
+        raise image_folders.damaged_archive(archive, error) from error
     if skipped:
         logger.warning("skipped %d links or special files of the archive %s", skipped, quote(archive))
 
@@ -318,57 +293,15 @@ def _safe_member_name(archive: Path, name: str) -> str:
 def read_image(path: Path) -> torch.Tensor:
     """The image at ``path`` as uint8 (3, H, W) RGB; CorruptImageError naming it when it cannot be decoded.
 
-    torchvision's libjpeg-turbo / libpng decoders first (grayscale and CMYK converted to RGB), Pillow for
-    anything they reject.
+    Decoded by :func:`~resnet_core.data.image_folders.decode_image`: torchvision's libjpeg-turbo / libpng
+    decoders first (grayscale and CMYK converted to RGB), Pillow for anything they reject.
     """
     try:
         blob = Path(path).read_bytes()
     except OSError as error:
         raise CorruptImageError(f"cannot read the image {quote(path)} ({short_reason(error)}); {CORRUPT_FIX}"
                                 ) from error
-    image = _decode_torchvision(blob)
-    return image if image is not None else _decode_pillow(blob, path)
-
-
-@functools.cache
-def _torchvision_decoder() -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """torchvision's decoder to RGB when torchvision still offers it, else None (then Pillow decodes)."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image  # heavy import, only needed here
-    except ImportError:
-        return None
-    return functools.partial(decode_image, mode=ImageReadMode.RGB)
-
-
-def _decode_torchvision(blob: bytes) -> torch.Tensor | None:
-    decode = _torchvision_decoder()
-    if decode is None or not blob:
-        return None
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29+ flags its image codecs as deprecated on every call
-            warnings.filterwarnings("ignore", message=_TORCHVISION_CODEC_NOTICE, category=DeprecationWarning)
-            image = decode(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
-    except (RuntimeError, ValueError):
-        return None
-    if image.dtype == torch.uint16:  # 16-bit PNG
-        image = (image.to(torch.int32) * 255 // 65535).to(torch.uint8)
-    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        return None
-    return image
-
-
-def _decode_pillow(blob: bytes, path: Path) -> torch.Tensor:
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(blob)) as opened:
-            array = np.asarray(opened.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise CorruptImageError(f"cannot decode the image {quote(path)} ({short_reason(error)}); {CORRUPT_FIX}"
-                                ) from error
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return image_folders.decode_image(blob, quote(path), CORRUPT_FIX)
 
 
 # --- dataset --------------------------------------------------------------------------------------------------

@@ -18,10 +18,25 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from resnet_core.data import imagenet
-from resnet_core.data.imagenet import (CorruptImageError, ImageFolderDataset, ImageFolderIndex, collate_skipping,
-                                       read_image, scan_image_folders)
-from resnet_core.data.imagenet_transforms import (PCA_EIGVAL, PCA_EIGVEC, PRESETS, ImageSizes, Lighting,
-                                                  RandomShortSideResize, eval_transform, pixel_mean, train_transform)
+from resnet_core.data.imagenet import (
+    CorruptImageError,
+    ImageFolderDataset,
+    ImageFolderIndex,
+    collate_skipping,
+    read_image,
+    scan_image_folders,
+)
+from resnet_core.data.imagenet_transforms import (
+    PCA_EIGVAL,
+    PCA_EIGVEC,
+    PRESETS,
+    ImageSizes,
+    Lighting,
+    RandomShortSideResize,
+    eval_transform,
+    pixel_mean,
+    train_transform,
+)
 from resnet_core.errors import ConfigError, DataError
 
 WNIDS = ("n02", "n01", "n03")  # written out of order: labels must follow the sorted wnids
@@ -92,6 +107,19 @@ def test_scan_accepts_the_single_subfolder_and_names_classes_by_wnid_without_map
     assert index.root == tmp_path / "data" / "tiny"
     assert index.class_names == index.classes == ("n01", "n02", "n03")
     assert "wnid" in index.description
+
+
+def test_scan_shares_the_image_names_hidden_rule_and_root_of_the_cifar_tree_reader(tmp_path: Path) -> None:
+    """Any suffix the CIFAR-style tree reader reads (BMP too), no AppleDouble ``._`` files, ``__MACOSX`` ignored."""
+    root = write_tree(tmp_path / "data" / "tiny", mapping=False)
+    (tmp_path / "data" / "__MACOSX" / "tiny").mkdir(parents=True)
+    (tmp_path / "data" / "README.txt").write_text("not a folder")
+    bmp = save_image(root / "train" / "n01" / "extra.BMP", (5, 6, 7), fmt="BMP")
+    (root / "train" / "n01" / "._extra.BMP").write_bytes(b"metadata")
+    index = scan_image_folders(tmp_path / "data")
+    assert index.root == root
+    assert ("train/n01/extra.BMP", 0) in index.train and len(index.train) == 7
+    assert read_image(bmp)[:, 0, 0].tolist() == [5, 6, 7]
 
 
 def test_scan_extracts_an_archive_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

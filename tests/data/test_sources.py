@@ -15,8 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from archive_writers import (CIFAR10_CLASSES, Expected, pattern_images, tar_folder, write_cifar10_binary,
-                             write_cifar10_python, write_cifar100_binary, write_cifar100_python, write_png_tree)
+from archive_writers import (
+    CIFAR10_CLASSES,
+    Expected,
+    pattern_images,
+    tar_folder,
+    write_cifar10_binary,
+    write_cifar10_python,
+    write_cifar100_binary,
+    write_cifar100_python,
+    write_png_tree,
+)
 
 from resnet_core.data import cache, image_folders
 from resnet_core.data.sources import DATASETS, ImageDataset, load_image_dataset
@@ -239,6 +248,25 @@ def test_tree_archive_without_top_folder(tmp_path: Path) -> None:
         for split in ("train", "test"):
             tar.add(tmp_path / "src" / split, arcname=f"./{split}")
     assert_matches(load(tmp_path / "flat.tar.gz", tmp_path), expected)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_tree_root_rule_is_one_for_folders_and_archives(packed: bool, tmp_path: Path) -> None:
+    """Loose files and hidden folders beside the single top folder are ignored, in a folder as in a tar."""
+    expected = write_png_tree(tmp_path / "holder" / "cifar-mini")
+    (tmp_path / "holder" / "README.txt").write_text("not a folder")
+    (tmp_path / "holder" / "__MACOSX" / "cifar-mini").mkdir(parents=True)
+    (tmp_path / "holder" / "__MACOSX" / "cifar-mini" / "._0000.png").write_bytes(b"metadata")
+    (tmp_path / "holder" / ".Trash").mkdir()
+    path = tmp_path / "holder"
+    if packed:
+        path = tmp_path / "holder.tar"
+        with tarfile.open(path, "w") as tar:
+            for child in sorted((tmp_path / "holder").iterdir()):
+                tar.add(child, arcname=child.name)
+    result = load(path, tmp_path)
+    assert_matches(result, expected)
+    assert ("holder.tar" if packed else "holder/cifar-mini") in result.description
 
 
 def test_grayscale_and_jpeg_images_become_rgb(tmp_path: Path) -> None:
