@@ -3,15 +3,20 @@ torchvision), so that the configuration can name and check them without loading 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from resnet_core.errors import ConfigError
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 """``none``: eager. The rest are ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs."""
 
-PRESETS = ("paper", "torchvision")
+Preset = Literal["paper", "torchvision"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 """ImageNet augmentation recipes: the paper's (Sec. 3.4) and torchvision's reference ImageNet recipe."""
 
-EVAL_CROPS = (1, 10)
+EvalCrops = Literal[1, 10]
+EVAL_CROPS: tuple[int, ...] = get_args(EvalCrops)
 """Views per ImageNet test image: the centre crop, or the standard 10 crops (Sec. 3.4)."""
 
 
