@@ -3,30 +3,38 @@ torchvision), so that the configuration can name and check them without loading 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from resnet_core.errors import ConfigError
 
+Dataset = Literal["cifar10", "cifar100", "imagenet"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
 """Every dataset a run may name, with the title figures and messages give it (Sec. 4.2: CIFAR-10; Sec. 3.4:
 ImageNet 2012)."""
-DATASETS = tuple(DATASET_TITLES)
 CIFAR_DATASETS = ("cifar10", "cifar100")
 """Those read by the CIFAR pipeline (official archives, class-folder trees): :mod:`resnet_core.data.sources`."""
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
+ShortcutOption = Literal["A", "B", "C"]
+SHORTCUT_OPTIONS: tuple[str, ...] = get_args(ShortcutOption)
 """The shortcut options of paper Table 3 (Sec. 3.3): A zero-padding identity, B projections where dimensions grow,
 C projections everywhere. Built by :class:`resnet_core.models.blocks.Shortcut`; everything else reads this list."""
 
-STRIDE_IN = ("1x1", "3x3")
+StrideIn = Literal["1x1", "3x3"]
+STRIDE_IN: tuple[str, ...] = get_args(StrideIn)
 """Where a downsampling bottleneck strides: on its first 1x1 convolution (the paper) or on its 3x3 (torchvision's
 "v1.5")."""
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 """``none``: eager. The rest are ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs."""
 
-PRESETS = ("paper", "torchvision")
+Preset = Literal["paper", "torchvision"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 """ImageNet augmentation recipes: the paper's (Sec. 3.4) and torchvision's reference ImageNet recipe."""
 
-EVAL_CROPS = (1, 10)
+EvalCrops = Literal[1, 10]
+EVAL_CROPS: tuple[int, ...] = get_args(EvalCrops)
 """Views per ImageNet test image: the centre crop, or the standard 10 crops (Sec. 3.4)."""
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import itertools
 import math
 import re
@@ -30,7 +29,7 @@ from pydantic import ConfigDict, with_config
 
 from resnet_core import ConfigError, ResnetCoreError, TrainConfig, list_models, model_info
 from resnet_core.data.sources import DATASETS
-from resnet_core.engine.config import RESUMABLE_CHANGES
+from resnet_core.engine.config import RESUMABLE_CHANGES, field_specs
 from resnet_core.options import COMPILE_MODES, SHORTCUT_OPTIONS
 
 SHORTCUTS = SHORTCUT_OPTIONS
@@ -139,19 +138,12 @@ class SearchRange:
                 for key, value in dataclasses.asdict(self).items() if value is not None}
 
 
-@functools.cache
 def field_kind(name: str) -> type:
     """A TrainConfig field's value type, without None: ``int``, ``float``, ``bool``, ``str`` or ``tuple``."""
-    hint = typing.get_type_hints(TrainConfig)[name]
-    arms = [arm for arm in typing.get_args(hint) if arm is not type(None)] if _is_union(hint) else [hint]
-    kind = typing.get_origin(arms[0]) or arms[0]
-    if kind is typing.Literal:
-        return type(typing.get_args(arms[0])[0])
-    return kind
-
-
-def _is_union(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+    described = field_specs()[name]
+    if described.kind == "choice":
+        return type(described.choices[0])
+    return {"int": int, "float": float, "bool": bool, "str": str, "int_list": tuple}[described.kind]
 
 
 def _default_space() -> dict[str, SearchRange]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from resnet_core import TrainConfig
+from resnet_core.engine.config import train_config_schema
 from study.spec import NOT_VARIED, STUDY_OWNED, StudySpec, default_spec_path
 
 SCHEMA_FILE = default_spec_path().with_name("spec.schema.json")
@@ -54,7 +54,7 @@ def spec_schema() -> dict[str, Any]:
 
 def _training_fields() -> dict[str, dict[str, Any]]:
     """TrainConfig's fields as JSON Schema properties, without those the spec sets under other keys."""
-    schema = TypeAdapter(TrainConfig).json_schema()
+    schema = train_config_schema()
     return {name: field for name, field in schema["properties"].items() if name not in STUDY_OWNED}
 
 

@@ -6,6 +6,11 @@ Writes into ``--out``: ``config.json`` (the full config), ``metrics.csv`` (one r
 exit code 2. An interrupted run (Ctrl-C: exit code 130, SIGTERM: 143) keeps its last checkpoint, and its last
 line on stderr says which iteration that holds and how to continue (``--resume``), or that none was written yet.
 
+The options are generated from :class:`~resnet_core.engine.config.TrainConfig`'s fields
+(:func:`~resnet_core.engine.config.field_specs`): ``--batch-size`` for ``batch_size``, ``--x`` / ``--no-x`` for a
+bool, a comma list (``--milestones 32000,48000``) for a list of integers; ``--help`` shows each field's docstring
+and its default (and the ImageNet recipe's where that differs), grouped by the field's section.
+
 ``--layer-responses RUN [RUN ...]`` trains nothing: it reads each run directory's ``checkpoint.pt`` (or a
 checkpoint file), measures the std of every 3x3 layer's response on the run's test split (paper Sec. 4.2,
 Fig. 7; :mod:`resnet_core.analysis.layer_responses`) and writes ``layer_responses.csv`` and
@@ -18,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import io
 import json
 import logging
+import re
 import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -34,15 +41,15 @@ from typing import Any, NoReturn
 from resnet_core.analysis.layer_responses import write_figure_7
 from resnet_core.atomic import write_text
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from resnet_core.engine.config import DATASETS, LR_SCHEDULES, NORMALIZATIONS, PRESETS, TrainConfig
+from resnet_core.engine.config import FieldSpec, TrainConfig, default_note, field_specs
 from resnet_core.engine.distributed import joined_from_environment
 from resnet_core.engine.fit import EvalReport, fit
-from resnet_core.engine.step import COMPILE_MODES
 from resnet_core.errors import ConfigError, ResnetCoreError
 
 PROG = "resnet_core.train"
 CONFIG_NAME, METRICS_NAME, RESULTS_NAME = "config.json", "metrics.csv", "results.json"
 RESUME_FLAG, OUT_FLAG = "--resume", "--out"
+TOP5_COLUMNS = ("test_top5_error", "val_top5_error")
 LAYER_RESPONSE_OPTIONS = ("data", "device", "eval_batch_size", "out")
 """The options --layer-responses reads (besides --no-progress, which it ignores)."""
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM: what a shell reports for them
@@ -50,104 +57,115 @@ log = logging.getLogger(PROG)
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming the problem (and the help flag), exit code 2."""
+    """argparse, but a usage mistake is one line naming the problem (and the help flag), exit code 2; a
+    misspelt option names the closest one."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(self.unrecognized(extras))
+        return parsed
+
+    def unrecognized(self, extras: Sequence[str]) -> str:
+        """What is wrong with arguments no option took: the closest option to the first unknown one, if any."""
+        options = [option for option in self._option_string_actions if option.startswith("--")]
+        for extra in extras:
+            given = extra.split("=", 1)[0]
+            close = difflib.get_close_matches(given, options, n=1) if given.startswith("--") else []
+            if close:
+                return f"unrecognized option {given}: did you mean {close[0]}?"
+        return f"unrecognized arguments: {' '.join(extras)}"
+
+
+GROUP_TITLES = {
+    "model": "model (paper Sec. 4.2 and Table 3; ImageNet Table 1)",
+    "data": "data (paper Sec. 4.2)",
+    "imagenet": "ImageNet input pipeline (--dataset imagenet, paper Sec. 3.4)",
+    "optimisation": "optimisation (paper Sec. 4.2; ImageNet Sec. 3.4)",
+    "run": "run",
+    "speed": "execution speed (same computation; bf16 aside)",
+}
+"""The title of each section of :data:`~resnet_core.engine.config.SECTIONS` in ``--help``."""
+
+
+FIELDS = frozenset(TrainConfig.field_names())
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + field.replace("_", "-")
+
+
+def _choice(choices: tuple[Any, ...]) -> Callable[[str], Any]:
+    """The argparse type of a choice: ints as ints; strings matched regardless of case (``--shortcut b``)."""
+    if all(isinstance(choice, int) for choice in choices):
+        return int
+    by_lower = {str(choice).lower(): choice for choice in choices}
+
+    def choice(text: str) -> Any:
+        return by_lower.get(text.lower(), text)
+
+    return choice
+
+
+def field_option(spec: FieldSpec) -> dict[str, Any]:
+    """The ``add_argument`` keywords of one config field: type, choices, and help = the field's docstring with
+    its default (and the ImageNet recipe's, where that differs)."""
+    text = re.sub(r"``([^`]+)``", lambda match: option_name(match[1]) if match[1] in FIELDS else match[1], spec.help)
+    options: dict[str, Any] = {"help": f"{text} ({default_note(spec.name)})".replace("%", "%%")}
+    if spec.kind == "bool":
+        options["action"] = argparse.BooleanOptionalAction
+    elif spec.kind == "choice" and spec.choices is not None:
+        options.update(type=_choice(spec.choices), choices=spec.choices)
+    elif spec.kind == "int_list":
+        options["metavar"] = "N,N,..."
+    else:
+        options["type"] = {"int": int, "float": float}.get(spec.kind, str)
+    return options
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI; options left out keep the config's default (or the resumed run's value)."""
+    """The CLI: one option per :class:`TrainConfig` field (from :func:`field_specs`), in the field's section,
+    plus the run-directory options. Options left out keep the recipe's default (or the resumed run's value)."""
     parser = OneLineParser(prog=PROG, description="Train one ResNet / plain net with the paper's recipe "
-                            "(He et al. 2015: CIFAR Sec. 4.2, ImageNet Sec. 3.4). Options left out take the "
-                            "recipe of --dataset.", argument_default=argparse.SUPPRESS)
-    add = parser.add_argument
-    add("--arch", help="registered model name, e.g. resnet20 ... resnet1202, plain20 ..., cifar_resnet; "
-                       "resnet18 ... resnet152, plain18, plain34 (ImageNet)")
-    add("--depth", type=int, help="depth 6n+2 for the cifar_resnet / cifar_plain families")
-    add("--shortcut", choices=["A", "B", "C"], type=str.upper, help="shortcut option (paper Table 3)")
-    add("--stride-in", choices=["1x1", "3x3"], help="where a bottleneck downsamples: 1x1 (paper) or 3x3 "
-                                                    "(torchvision v1.5); ImageNet bottleneck nets")
-    add("--data", help="official CIFAR archive (python or binary, folder or .tar.gz), a class-folder tree "
-                       "train/<class>/*, test/<class>/*, or a .tar.gz of one (default: ./data, downloaded "
-                       "there if missing)")
-    add("--dataset", choices=DATASETS, help="cifar10 / cifar100 (default cifar10; the set to download when --data "
-                                            "holds none) or imagenet: --data holds train/<wnid>/ and val/<wnid>/")
-    add("--no-download", dest="download", action="store_false", help="never try to download")
-    add("--cache-dir", help="where decoded image folders are cached (default: ~/.cache/resnet_core)")
-    add("--val-split", type=int, help="training images held out for validation (paper: 5000)")
-    add("--normalization", choices=NORMALIZATIONS, help="pixel_mean (paper) or channel mean/std")
-    add("--no-augment", dest="augment", action="store_false", help="train without crops and flips")
-    imagenet = parser.add_argument_group("ImageNet input pipeline (--dataset imagenet, paper Sec. 3.4)")
-    imagenet.add_argument("--preset", choices=PRESETS, help="paper (scale [256,480], crop, flip, PCA colour, "
-                          "per-pixel mean; default) or torchvision (random-resized crop, flip, channel mean/std)")
-    imagenet.add_argument("--image-size", type=int, help="crop side (default 224; resize sizes scale with it)")
-    imagenet.add_argument("--eval-crops", type=int, choices=[1, 10],
-                          help="1 = centre crop, 10 = the paper's 10-crop (default: paper preset 10, torchvision 1)")
-    imagenet.add_argument("--workers", type=int, help="DataLoader processes per rank (default: CPUs, at most 8)")
-    imagenet.add_argument("--skip-corrupt", action="store_true",
-                          help="skip and count undecodable images instead of stopping at the first")
-    imagenet.add_argument("--mean-images", type=int, help="training images averaged into the per-pixel mean")
-    add("--batch-size", type=int)
-    add("--lr", type=float)
-    add("--momentum", type=float)
-    add("--weight-decay", type=float)
-    add("--iterations", type=int)
-    add("--milestones", help="comma-separated iterations where lr is divided, e.g. 32000,48000")
-    add("--lr-decay", type=float, help="factor applied at each milestone or plateau (paper: 0.1)")
-    add("--epochs", type=int, help="train for this many epochs instead of --iterations")
-    add("--milestone-epochs", help="comma-separated epochs where lr is divided, e.g. 30,60 (instead of --milestones)")
-    add("--lr-schedule", choices=LR_SCHEDULES, help="step at milestones (CIFAR) or plateau (ImageNet default)")
-    add("--plateau-patience", type=int, help="evaluations without improvement before lr is divided")
-    add("--plateau-threshold", type=float, help="error points an evaluation must improve by to count")
-    add("--lr-reference-batch", type=int, help="batch size at which --lr applies; other batches scale it "
-                                               "linearly (ImageNet default 256)")
-    add("--warmup", dest="warmup", action="store_true", help="force the lr-0.01 warm-up (paper: depth >= 110)")
-    add("--no-warmup", dest="warmup", action="store_false", help="never warm up")
-    add("--warmup-lr", type=float)
-    add("--seed", type=int)
-    add("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    add("--eval-every", type=int, help="iterations between evaluations")
-    add("--eval-batch-size", type=int)
-    add("--checkpoint-every", type=int, help="iterations between checkpoints")
-    add("--checkpoint-seconds", type=float, help="also checkpoint once this many seconds have passed since the "
-                                                 "last checkpoint, bounding what an interruption loses (default 0: "
-                                                 "off)")
-    speed = parser.add_argument_group("execution speed (same computation; bf16 aside)")
-    speed.add_argument("--bf16", action="store_true",
-                       help="bf16 autocast on CUDA or a bf16-capable CPU (the paper trains in fp32)")
-    speed.add_argument("--channels-last", dest="channels_last", action="store_true",
-                       help="NHWC memory format (default: on for CUDA and CPU)")
-    speed.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="NCHW memory format")
-    speed.add_argument("--compile", choices=COMPILE_MODES,
-                       help="torch.compile mode: none (default), default, reduce-overhead (+CUDA graphs), max-autotune")
-    speed.add_argument("--fused-sgd", dest="fused_sgd", action="store_true",
-                       help="one fused SGD kernel (default: on for CUDA)")
-    speed.add_argument("--no-fused-sgd", dest="fused_sgd", action="store_false", help="multi-tensor SGD update")
-    speed.add_argument("--threads", type=int, help="intra-op CPU threads (default: OMP_NUM_THREADS, else this "
-                                                   "process's CPUs)")
-    add(OUT_FLAG, help="run directory (default: runs/<arch>)")
-    add(RESUME_FLAG, action="store_true", help="continue the run in --out from its checkpoint")
-    add("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add("--layer-responses", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",
-        help="train nothing: write layer_responses.csv and .png (paper Fig. 7: std of each 3x3 layer's response "
-             "on the test split) of these runs into --out (default: the first run's directory); reads --data, "
+                           "(He et al. 2015: CIFAR Sec. 4.2, ImageNet Sec. 3.4). Options left out take the "
+                           "recipe of --dataset (or, with --resume, the run's saved value).",
+                           argument_default=argparse.SUPPRESS)
+    groups = {section: parser.add_argument_group(title) for section, title in GROUP_TITLES.items()}
+    for spec in field_specs().values():
+        groups[spec.section].add_argument(option_name(spec.name), dest=spec.name, **field_option(spec))
+    directory = parser.add_argument_group("run directory")
+    directory.add_argument(OUT_FLAG, help="run directory (default: runs/<arch>)")
+    directory.add_argument(RESUME_FLAG, action="store_true",
+                           help="continue the run in --out from its checkpoint (default: start a new run)")
+    directory.add_argument("--no-progress", dest="progress", action="store_false",
+                           help="no progress bar (default: a progress bar)")
+    directory.add_argument(
+        "--layer-responses", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",
+        help="train nothing: write layer_responses.csv and .png (paper Fig. 7: std of each 3x3 layer's response on "
+             "the test split) of these runs into --out (default: the first run's directory); reads --data, "
              "--device, --eval-batch-size")
     return parser
 
 
 class MetricsCsv:
-    """Keeps ``metrics.csv`` in step with the evaluations, also across a resume (rows past it are dropped)."""
+    """Keeps ``metrics.csv`` in step with the evaluations, also across a resume (rows past it are dropped).
 
-    def __init__(self, path: Path, with_validation: bool, with_top5: bool = False) -> None:
+    Its columns are the :class:`EvalReport` figures this run fills (a run without a validation split has no
+    ``val_*``), ``seconds`` last, except ``omitted`` ones: a metric added to the report gets its column here."""
+
+    def __init__(self, path: Path, omitted: Collection[str] = ()) -> None:
         self.path = path
-        self.columns = ["iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
-        self.columns += ["test_top5_error"] if with_top5 else []
-        self.columns += ["val_loss", "val_error"] if with_validation else []
-        self.columns += ["val_top5_error"] if with_validation and with_top5 else []
-        self.columns.append("seconds")
+        self.omitted = {"seconds", *omitted}
+        self.columns: list[str] = []
 
     def __call__(self, report: EvalReport) -> None:
+        filled = [key for key, value in report.row().items() if value is not None and key not in self.omitted]
+        self.columns = self.columns or [*filled, "seconds"]
         rows: list[dict[str, Any]] = []
         if self.path.exists():
             with self.path.open(newline="") as stream:
@@ -176,7 +194,7 @@ def resolve_config(options: dict[str, Any], out_dir: Path, resume: bool) -> Trai
 
 def run_directory(options: dict[str, Any]) -> Path:
     """The ``--out`` of parsed ``options`` (default: ``runs/<arch>``)."""
-    return Path(options.get("out", None) or Path("runs") / options.get("arch", TrainConfig.arch))
+    return Path(options.get("out", None) or Path("runs") / options.get("arch", field_specs()["arch"].default))
 
 
 def layer_responses_run(options: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +230,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if group.is_main:  # rank 0 writes the run directory; every rank trains
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text(out_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
-        metrics = MetricsCsv(out_dir / METRICS_NAME, with_validation=config.val_split > 0,
-                             with_top5=config.is_imagenet)
+        # Top-5 error is a figure of the ImageNet tables (Tables 2-4); CIFAR's file keeps Table 6's columns.
+        metrics = MetricsCsv(out_dir / METRICS_NAME, omitted=() if config.is_imagenet else TOP5_COLUMNS)
         result = fit(
             config,
             out_dir=out_dir,

@@ -8,28 +8,49 @@ divided by 10 when the error plateaus, and the models are trained for up to 60 x
 weight decay of 0.0001 and a momentum of 0.9. We do not use dropout". :meth:`TrainConfig.from_dict` and
 :meth:`TrainConfig.for_dataset` start from the recipe of the ``dataset`` they are given. Every departure
 from the paper is a named field whose default is the paper's behaviour.
+
+:class:`TrainConfig` is a pydantic dataclass: each field's type and constraints (``Annotated[..., Field(...)]``)
+are checked by pydantic, in strict mode (no bool for an int, no string for a number) except for the conversions
+untyped input needs: an int for a float, and a list or a ``"32000,48000"`` string for a list of integers. Every
+mistake is a :class:`~resnet_core.errors.ConfigError` with one line naming the field, what was given and what is
+accepted. Each field's attribute docstring is its description; :func:`field_specs` and
+:func:`train_config_schema` publish the fields (for the command line, :mod:`resnet_core.engine.cli`, and for
+the study's search spaces).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
-import math
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from resnet_core.errors import ConfigError
-from resnet_core.options import EVAL_CROPS, PRESETS, check_options
+from resnet_core.options import (
+    DATASETS,
+    PRESETS,
+    CompileMode,
+    Dataset,
+    EvalCrops,
+    Preset,
+    ShortcutOption,
+    StrideIn,
+)
 
-NORMALIZATIONS = ("pixel_mean", "channel")
+Normalization = Literal["pixel_mean", "channel"]
+LrSchedule = Literal["step", "plateau"]
+
+NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
-CIFAR_DATASETS = ("cifar10", "cifar100")
-DATASETS = (*CIFAR_DATASETS, "imagenet")
-LR_SCHEDULES = ("step", "plateau")
+LR_SCHEDULES: tuple[str, ...] = typing.get_args(LrSchedule)
 
 IMAGENET_RECIPE: dict[str, Any] = {
     "batch_size": 256,
@@ -54,8 +75,67 @@ RESUMABLE_CHANGES = frozenset(
 )
 """Resumable: how long, where and how fast a run executes; not what it computes (bf16 does change that)."""
 
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("arch", "depth", "shortcut", "stride_in"),
+    "data": ("data", "dataset", "download", "val_split", "normalization", "augment", "cache_dir"),
+    "imagenet": IMAGENET_ONLY,
+    "optimisation": ("batch_size", "lr", "momentum", "weight_decay", "iterations", "milestones", "lr_decay",
+                     "epochs", "milestone_epochs", "lr_schedule", "plateau_patience", "plateau_threshold",
+                     "lr_reference_batch", "warmup", "warmup_lr", "warmup_until_error", "warmup_window"),
+    "run": ("seed", "device", "eval_every", "eval_batch_size", "checkpoint_every", "checkpoint_seconds"),
+    "speed": ("bf16", "channels_last", "compile", "fused_sgd", "threads"),
+}
+"""Each field's section, in the order the fields are declared (the command line's argument groups)."""
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
+class Accepts:
+    """Annotation metadata: what a field's one-line error says it accepts, where its constraints alone would say
+    it less clearly (e.g. "a finite number of seconds >= 0" rather than ">= 0")."""
+
+    text: str
+
+
+def _int_list(value: Any) -> Any:
+    """Untyped input for a list of integers: ``"32000,48000"`` (or space-separated) becomes ``(32000, 48000)``,
+    a list a tuple; the items are then checked (strictly) by pydantic."""
+    if isinstance(value, str):
+        parts = [part for part in value.replace(",", " ").split() if part]
+        return tuple(int(part) if part.lstrip("+-").isdigit() else part for part in parts)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _upper(value: Any) -> Any:
+    """Choices given in any case (``shortcut="b"``) in the case the field stores."""
+    return value.upper() if isinstance(value, str) else value
+
+
+IntList = Annotated[tuple[int, ...], BeforeValidator(_int_list)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+_T = TypeVar("_T")
+
+
+def _one_line_errors(cls: type[_T]) -> type[_T]:
+    """Wrap the pydantic dataclass's ``__init__`` so that a :class:`pydantic.ValidationError` becomes a one-line
+    :class:`ConfigError` (direct construction, :func:`dataclasses.replace` and :meth:`TrainConfig.from_dict`
+    alike)."""
+    validate: Callable[..., None] = cls.__init__  # type: ignore[misc]
+
+    @functools.wraps(validate)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validate(self, *args, **kwargs)
+        except ValidationError as error:
+            raise _config_error(error, kwargs) from None
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+@_one_line_errors
+@pydantic_dataclass(frozen=True, config=ConfigDict(use_attribute_docstrings=True, strict=True, extra="forbid",
+                                                   allow_inf_nan=False))
 class TrainConfig:
     """Everything that decides one training run.
 
@@ -65,81 +145,107 @@ class TrainConfig:
 
     # --- model (Sec. 4.2) ---
     arch: str = "resnet20"
+    """Registered model name: resnet20 ... resnet1202, plain20 ..., or the 6n+2 families cifar_resnet / cifar_plain
+    (CIFAR, Sec. 4.2); resnet18 ... resnet152, plain18, plain34 (ImageNet, Table 1)."""
     depth: int | None = None
     """Depth for the 6n+2 families (``cifar_resnet``, ``cifar_plain``); named models fix their own depth."""
-    shortcut: str | None = None
-    """Shortcut option A, B or C (Table 3); None keeps the model's default (A on CIFAR, Sec. 4.2)."""
-    stride_in: str | None = None
+    shortcut: Annotated[ShortcutOption | None, Field(title="shortcut option"), BeforeValidator(_upper)] = None
+    """Shortcut option A, B or C (Table 3; any case); None keeps the model's default (A on CIFAR, Sec. 4.2)."""
+    stride_in: StrideIn | None = None
     """Where a downsampling bottleneck strides: "1x1" (the paper's first 1x1 convolution) or "3x3"
     (torchvision's "v1.5"); None keeps the model's default (ImageNet bottleneck nets only)."""
 
     # --- data (Sec. 4.2; ImageNet Sec. 3.4) ---
     data: str = "data"
-    """Path to the data: an official CIFAR archive, a class-folder tree, or a .tar.gz of one; for
-    ``imagenet`` a folder (or .tar.gz) holding ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``."""
-    dataset: str = "cifar10"
+    """Path to the data: an official CIFAR archive (python or binary version, a folder or its .tar.gz), a
+    class-folder tree ``train/<class>/*``, ``test/<class>/*``, or a .tar.gz of one; for ``imagenet`` a folder (or
+    .tar.gz) holding ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``."""
+    dataset: Dataset = "cifar10"
     """cifar10 / cifar100: the CIFAR pipeline (data held on the device; which official set to look for or
     download when ``data`` holds none). imagenet: the ImageNet pipeline (files decoded by DataLoader workers)."""
     download: bool = True
-    val_split: int = 0
+    """Download the official CIFAR archive into ``data`` when it holds none; False: fail with the path instead
+    (ImageNet is never downloaded)."""
+    val_split: Annotated[int, Field(ge=0)] = 0
     """Training images held out for validation; the paper chose its schedule on a 45k/5k split (Sec. 4.2)."""
-    normalization: str = "pixel_mean"
+    normalization: Normalization = "pixel_mean"
     """pixel_mean: "the per-pixel mean subtracted" (Sec. 4.2, paper). channel: per-channel mean/std."""
     augment: bool = True
     """Paper: 4-pixel padding, random 32x32 crop, random horizontal flip (Sec. 4.2); False trains on raw images."""
     cache_dir: str | None = None
+    """Where decoded image folders are cached; None: $RESNET_CORE_CACHE, else ~/.cache/resnet_core."""
 
     # --- ImageNet input pipeline (Sec. 3.4); CIFAR runs leave these at their defaults ---
-    preset: str = "paper"
+    preset: Preset = "paper"
     """paper: shorter side random in [256, 480], random crop, flip, AlexNet PCA colour augmentation, per-pixel
     mean (Sec. 3.4). torchvision: random-resized crop and flip, per-channel mean/std (an option)."""
-    image_size: int = 224
-    """Crop side; the resize sizes scale with it (64 -> shorter side in [73, 137], evaluation at 73)."""
-    eval_crops: int | None = None
+    image_size: PositiveInt = 224
+    """Crop side (the paper's 224, Sec. 3.4); the resize sizes scale with it (64 -> shorter side in [73, 137],
+    evaluation at 73)."""
+    eval_crops: EvalCrops | None = None
     """1 (centre crop) or 10 (the paper's 10-crop testing, Sec. 3.4); None: the preset's (paper 10, torchvision 1)."""
-    workers: int | None = None
+    workers: Annotated[int | None, Field(ge=0)] = None
     """DataLoader worker processes per rank; None: the CPUs of this process, at most 8."""
     skip_corrupt: bool = False
     """Skip (and count) images that cannot be decoded instead of stopping with the file's name."""
-    mean_images: int = 10_000
+    mean_images: PositiveInt = 10_000
     """Training images averaged into the per-pixel mean of the paper preset (a fixed random subset)."""
 
-    # --- optimisation (Sec. 3.4, 4.2) ---
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    iterations: int = 64_000
-    milestones: tuple[int, ...] = (32_000, 48_000)
-    lr_decay: float = 0.1
-    epochs: int | None = None
+    # --- optimisation (CIFAR Sec. 4.2, ImageNet Sec. 3.4) ---
+    batch_size: PositiveInt = 128
+    """Images per SGD mini-batch, over all ranks: 128 on CIFAR (Sec. 4.2), 256 on ImageNet (Sec. 3.4)."""
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    """Initial learning rate: 0.1 (CIFAR Sec. 4.2, ImageNet Sec. 3.4); see ``lr_reference_batch`` for scaling it
+    with the batch."""
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """SGD momentum: 0.9 (CIFAR Sec. 4.2, ImageNet Sec. 3.4)."""
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    """L2 weight decay: 0.0001 (CIFAR Sec. 4.2, ImageNet Sec. 3.4)."""
+    iterations: PositiveInt = 64_000
+    """Training iterations (mini-batches): 64k on CIFAR (Sec. 4.2), up to 600k on ImageNet (Sec. 3.4)."""
+    milestones: IntList = (32_000, 48_000)
+    """Iterations at which the step schedule divides the rate: 32k and 48k on CIFAR (Sec. 4.2); a comma list."""
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """Factor applied to the rate at each milestone or plateau: the paper divides by 10 (CIFAR Sec. 4.2, ImageNet
+    Sec. 3.4)."""
+    epochs: PositiveInt | None = None
     """Train for this many epochs (passes over the training images) instead of ``iterations``."""
-    milestone_epochs: tuple[int, ...] = ()
+    milestone_epochs: IntList = ()
     """Step milestones in epochs (e.g. 30,60,90 on ImageNet) instead of ``milestones`` in iterations."""
-    lr_schedule: str = "step"
+    lr_schedule: LrSchedule = "step"
     """step: divide at ``milestones`` (Sec. 4.2). plateau: divide when the held-out error plateaus (Sec. 3.4)."""
-    plateau_patience: int = 5
+    plateau_patience: PositiveInt = 5
     """Evaluations without an improvement of ``plateau_threshold`` points before the rate is divided (the
     paper says only "when the error plateaus", Sec. 3.4)."""
-    plateau_threshold: float = 0.1
-    lr_reference_batch: int | None = None
+    plateau_threshold: Annotated[float, Field(ge=0)] = 0.1
+    """Error points (percent) by which an evaluation must beat the best so far to count as an improvement for
+    the plateau schedule (not from the paper)."""
+    lr_reference_batch: PositiveInt | None = None
     """When set, the rate is ``lr * batch_size / lr_reference_batch`` (linear scaling, Goyal et al. 2017; the
     paper trains at its reference batch only). The ImageNet recipe sets 256, so lr 0.1 means 0.1 at batch 256."""
     warmup: bool | None = None
-    """Start at ``warmup_lr`` until the training error is below ``warmup_until_error`` %, then return to
+    """Start at ``warmup_lr`` until the training error is below ``warmup_until_error`` percent, then return to
     ``lr`` (Sec. 4.2, ResNet-110). None: the paper's choice, on for depth >= 110."""
-    warmup_lr: float = 0.01
-    warmup_until_error: float = 80.0
-    warmup_window: int = 50
+    warmup_lr: Annotated[float, Field(gt=0)] = 0.01
+    """The warm-up rate: 0.01 (Sec. 4.2, ResNet-110)."""
+    warmup_until_error: Annotated[float, Field(gt=0, le=100)] = 80.0
+    """Training error (percent) below which warm-up ends: the paper's "about 80%" (Sec. 4.2)."""
+    warmup_window: PositiveInt = 50
     """Iterations whose mean training error decides the end of warm-up (the paper gives no window)."""
 
     # --- run ---
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 1000
-    eval_batch_size: int = 1000
-    checkpoint_every: int = 1000
-    checkpoint_seconds: float = 0.0
+    seed: Annotated[int, Field(ge=0)] = 0
+    """Seed of the weight initialisation, the data order and the augmentation (not from the paper)."""
+    device: Annotated[str, Field(title="device", pattern=r"^(auto|(cpu|cuda|mps)(:\d+)?)$"),
+                      Accepts("auto, cpu, cuda, cuda:N or mps")] = "auto"
+    """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."""
+    eval_every: PositiveInt = 1000
+    """Iterations between evaluations on the test (and validation) split; each adds a row to metrics.csv."""
+    eval_batch_size: PositiveInt = 1000
+    """Images per forward pass when evaluating (no effect on the result)."""
+    checkpoint_every: PositiveInt = 1000
+    """Iterations between checkpoints (a full, atomic copy of the run's state)."""
+    checkpoint_seconds: Annotated[float, Field(ge=0), Accepts("a finite number of seconds >= 0")] = 0.0
     """Also write a checkpoint once this many seconds of wall time have passed since the last one was written
     (or since the run started or resumed); 0: only every ``checkpoint_every`` iterations. Not from the paper:
     it only bounds what an interruption loses when evaluations (and their checkpoints) are far apart."""
@@ -149,79 +255,29 @@ class TrainConfig:
     """bf16 autocast (CUDA, or CPUs with bf16 instructions); the paper trains in fp32 (off by default)."""
     channels_last: bool | None = None
     """NHWC memory format for the convolutions; None: on for CUDA and CPU (measured to pay), off for MPS."""
-    compile: str = "none"
+    compile: Annotated[CompileMode, Field(title="compile mode")] = "none"
     """none (eager), or a torch.compile mode: default, reduce-overhead (adds CUDA graphs), max-autotune.
     Off by default: compiling costs tens of seconds per run, which short study trials do not win back."""
     fused_sgd: bool | None = None
     """One fused kernel for the SGD update; None: on for CUDA (where it pays), off elsewhere."""
-    threads: int | None = None
+    threads: Annotated[int | None, Field(gt=0), Accepts("a positive number of CPU threads")] = None
     """Intra-op CPU threads; None: OMP_NUM_THREADS if set, else the CPUs this process may run on."""
 
-    def __post_init__(self) -> None:
-        _check_types(self)
-        positive = ("batch_size", "iterations", "eval_every", "eval_batch_size", "checkpoint_every",
-                    "warmup_window", "image_size", "mean_images", "plateau_patience")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
-            raise ConfigError(f"checkpoint_seconds must be a finite number of seconds >= 0, got "
-                              f"{self.checkpoint_seconds}: use e.g. 600, or 0 for checkpoints every "
-                              "checkpoint_every iterations only")
-        for name in ("lr", "warmup_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)} (the paper uses 0.1 / 0.01)")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay} (the paper uses 1e-4)")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum} (the paper uses 0.9)")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay} (the paper divides by 10: 0.1)")
-        if not 0 < self.warmup_until_error <= 100:
-            raise ConfigError(f"warmup_until_error is a percentage in (0, 100], got {self.warmup_until_error}")
-        if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
-            raise ConfigError(
-                f"milestones must be increasing positive iterations, got {list(self.milestones)} "
-                "(the paper uses 32000,48000)"
-            )
-        if self.val_split < 0:
-            raise ConfigError(f"val_split must be >= 0 images, got {self.val_split}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"unknown normalization {self.normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
-        if self.device.split(":")[0] not in DEVICE_KINDS:
-            raise ConfigError(f"unknown device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        check_options(compile=self.compile, threads=self.threads)
-        if self.shortcut is not None and self.shortcut.upper() not in ("A", "B", "C"):
-            raise ConfigError(f"unknown shortcut option {self.shortcut!r}: use A, B or C (paper Table 3)")
-        self._check_imagenet_and_schedule()
+    @field_validator("milestones", "milestone_epochs")
+    @classmethod
+    def _increasing(cls, value: tuple[int, ...], info: Any) -> tuple[int, ...]:
+        if any(m <= 0 for m in value) or list(value) != sorted(set(value)):
+            unit, example = ("iterations", "the paper uses 32000,48000") if info.field_name == "milestones" else (
+                "epochs", "e.g. 30,60")
+            raise ConfigError(f"{info.field_name} must be increasing positive {unit}, got {list(value)} ({example})")
+        return value
 
-    def _check_imagenet_and_schedule(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}: use one of {', '.join(DATASETS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}: use step (Sec. 4.2) or plateau (Sec. 3.4)")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
-        if self.eval_crops is not None and self.eval_crops not in EVAL_CROPS:
-            raise ConfigError(f"eval_crops must be 1 (centre crop) or 10 (the paper's 10-crop), got {self.eval_crops}")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"workers must be >= 0 DataLoader processes, got {self.workers}")
-        if self.plateau_threshold < 0:
-            raise ConfigError(f"plateau_threshold must be >= 0 error points, got {self.plateau_threshold}")
-        if self.lr_reference_batch is not None and self.lr_reference_batch <= 0:
-            raise ConfigError(f"lr_reference_batch must be a positive batch size, got {self.lr_reference_batch}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ConfigError(f"epochs must be a positive integer, got {self.epochs}")
-        epochs = self.milestone_epochs
-        if any(m <= 0 for m in epochs) or list(epochs) != sorted(set(epochs)):
-            raise ConfigError(f"milestone_epochs must be increasing positive epochs, got {list(epochs)} (e.g. 30,60)")
-        if epochs and self.milestones:
+    def __post_init__(self) -> None:
+        """The rules that involve more than one field (each field's own are its annotation's)."""
+        if self.milestone_epochs and self.milestones:
             raise ConfigError("milestones and milestone_epochs both given: set one (milestones=() to use epochs)")
         if self.dataset != "imagenet":
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            changed = [name for name in IMAGENET_ONLY if getattr(self, name) != defaults[name]]
+            changed = [name for name in IMAGENET_ONLY if getattr(self, name) != _DEFAULTS[name]]
             if changed:
                 raise ConfigError(f"{changed[0]} applies to the ImageNet pipeline only: add dataset=imagenet "
                                   f"(--dataset imagenet) or drop it")
@@ -258,21 +314,20 @@ class TrainConfig:
     # ------------------------------------------------------------------ conversion
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        """The fields, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from untyped input (JSON, YAML, CLI) over the recipe of ``values["dataset"]``; unknown keys
-        fail with the list of valid ones."""
+        """Build from untyped input (JSON, YAML, CLI) over the recipe of ``values["dataset"]``; an unknown key
+        fails with the closest valid one (or the list of valid ones)."""
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(
-                f"unknown config key {', '.join(unknown)}: valid keys are {', '.join(cls.field_names())}"
-            )
-        merged = {**recipe(values.get("dataset", cls.dataset)), **values}
+            raise ConfigError(_unknown_keys(unknown))
+        merged = {**recipe(values.get("dataset", _DEFAULTS["dataset"])), **values}
         if "milestone_epochs" in values and "milestones" not in values:
             merged["milestones"] = ()  # epochs replace the recipe's iteration milestones
-        return cls(**{key: _coerce(cls, key, value) for key, value in merged.items()})
+        return cls(**merged)
 
     @classmethod
     def for_dataset(cls, dataset: str, **changes: Any) -> TrainConfig:
@@ -280,7 +335,8 @@ class TrainConfig:
         return cls.from_dict({"dataset": dataset, **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
+        """Plain JSON values (lists for the integer lists), as saved in a run's config.json."""
+        values = dataclasses.asdict(self)  # type: ignore[call-overload]
         values["milestones"] = list(self.milestones)
         values["milestone_epochs"] = list(self.milestone_epochs)
         return values
@@ -291,6 +347,7 @@ class TrainConfig:
 
     @classmethod
     def load_json(cls, path: Path) -> TrainConfig:
+        """The configuration saved (by :meth:`to_dict`) in the JSON file ``path``."""
         return cls.from_dict(json.loads(path.read_text()))
 
     def changes_from(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
@@ -299,67 +356,173 @@ class TrainConfig:
         return {key: (theirs[key], mine[key]) for key in mine if mine[key] != theirs[key]}
 
 
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # type: ignore[arg-type]
+if [name for names in SECTIONS.values() for name in names] != list(_DEFAULTS):
+    raise TypeError("SECTIONS must list every TrainConfig field once, in declaration order")
+
+
 def recipe(dataset: Any) -> dict[str, Any]:
     """The fields in which ``dataset``'s paper recipe differs from the class defaults (the CIFAR recipe)."""
     return dict(IMAGENET_RECIPE) if dataset == "imagenet" else {}
 
 
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
+# ---------------------------------------------------------------------- the fields, for other code
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """One :class:`TrainConfig` field, described for code that generates options or checks search spaces."""
+
+    name: str
+    kind: str
+    """int, float, bool, str, choice (a Literal: see ``choices``) or int_list (a tuple of integers)."""
+    default: Any
+    """The class default (the CIFAR recipe, Sec. 4.2) as a JSON value: a list for int_list."""
+    optional: bool
+    """Whether None is accepted (it then means "automatic" or "the model's default": see ``help``)."""
+    choices: tuple[Any, ...] | None
+    """The accepted values of a choice (without None), (True, False) for a bool, else None."""
+    help: str
+    """The field's docstring on one line."""
+    section: str
+    """The group it belongs to: a key of :data:`SECTIONS` (model, data, imagenet, optimisation, run, speed)."""
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Convert JSON/CLI-shaped values (lists, ints for floats) to the field's type; reject the rest."""
-    expected = _field_type(cls, name)
-    if expected == tuple[int, ...]:
-        if isinstance(value, str):
-            value = [part for part in value.replace(",", " ").split() if part]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
-        try:
-            return tuple(_strict_int(name, item) for item in value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+def field_specs() -> dict[str, FieldSpec]:
+    """Every :class:`TrainConfig` field by name, in declaration order."""
+    return dict(_field_specs())
 
 
-def _strict_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(name)
-    if isinstance(value, str):
-        return int(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(name)
-    return int(value)
+@functools.cache
+def _field_specs() -> dict[str, FieldSpec]:
+    sections = {name: section for section, names in SECTIONS.items() for name in names}
+    specs: dict[str, FieldSpec] = {}
+    for name, info in TrainConfig.__pydantic_fields__.items():  # type: ignore[attr-defined]
+        kind, optional, choices = _kind(info.annotation)
+        default = list(info.default) if isinstance(info.default, tuple) else info.default
+        specs[name] = FieldSpec(name, kind, default, optional, choices, " ".join((info.description or "").split()),
+                                sections[name])
+    return specs
 
 
-def _check_types(config: TrainConfig) -> None:
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        expected = _field_type(type(config), f.name)
-        if not _matches(value, expected):
-            raise ConfigError(f"{f.name} must be of type {_type_name(expected)}, got {value!r}")
+def _kind(annotation: Any) -> tuple[str, bool, tuple[Any, ...] | None]:
+    """(kind, optional, choices) of a field's type."""
+    arms = [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        arms = list(typing.get_args(annotation))
+    optional = type(None) in arms
+    (inner,) = [arm for arm in arms if arm is not type(None)]
+    while typing.get_origin(inner) is Annotated:
+        inner = typing.get_args(inner)[0]
+    if typing.get_origin(inner) is Literal:
+        return "choice", optional, typing.get_args(inner)
+    if typing.get_origin(inner) is tuple:
+        return "int_list", optional, None
+    if inner is bool:
+        return "bool", optional, (True, False)
+    return inner.__name__, optional, None
 
 
-def _matches(value: Any, expected: Any) -> bool:
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arm) for arm in typing.get_args(expected))
-    if expected is type(None):
-        return value is None
-    if origin is tuple:
-        return isinstance(value, tuple) and all(_matches(v, int) for v in value)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, float)
-    return isinstance(value, expected)
+def train_config_schema() -> dict[str, Any]:
+    """The JSON Schema of :class:`TrainConfig` (pydantic's), each property described by the field's docstring
+    (on one line, as in :attr:`FieldSpec.help`)."""
+    schema = TypeAdapter(TrainConfig).json_schema()
+    for name, spec in _field_specs().items():
+        schema["properties"][name]["description"] = spec.help
+    return schema
 
 
-def _type_name(expected: Any) -> str:
-    return getattr(expected, "__name__", str(expected)).replace("typing.", "")
+def default_note(name: str) -> str:
+    """The default of field ``name`` as the command line and the error messages show it, with the ImageNet
+    recipe's value where it differs: ``default: 128; ImageNet recipe: 256``."""
+    note = f"default: {format_value(_DEFAULTS[name])}"
+    if name in IMAGENET_RECIPE:
+        note += f"; ImageNet recipe: {format_value(IMAGENET_RECIPE[name])}"
+    return note
 
 
-__all__ = ["DATASETS", "IMAGENET_RECIPE", "NORMALIZATIONS", "PRESETS", "RESUMABLE_CHANGES", "TrainConfig", "recipe"]
+def format_value(value: Any) -> str:
+    """A field value as typed on the command line: lists comma-separated (an empty list: ``""``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value) if value else '""'
+    return str(value)
+
+
+# ---------------------------------------------------------------------- one-line errors
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+def _unknown_keys(unknown: Sequence[str]) -> str:
+    names = TrainConfig.field_names()
+    close = difflib.get_close_matches(unknown[0], names, n=1)
+    if close:
+        return f"unknown config key {unknown[0]}: did you mean {close[0]}?"
+    return f"unknown config key {', '.join(unknown)}: valid keys are {', '.join(names)}"
+
+
+def _config_error(error: ValidationError, given: Mapping[str, Any]) -> ConfigError:
+    """The first of pydantic's errors as one line: the field, what was given, what it accepts and its default.
+    A :class:`ConfigError` raised by a validator or ``__post_init__`` is passed on as it is."""
+    first = error.errors(include_url=False)[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return ConfigError(str(cause))
+    location = first.get("loc") or ()
+    name = str(location[0]) if location else ""
+    if first["type"] == "unexpected_keyword_argument":
+        return ConfigError(_unknown_keys([name]))
+    specs = _field_specs()
+    if name not in specs:
+        return ConfigError(f"invalid configuration{f' ({name})' if name else ''}: {first['msg']}")
+    spec, value = specs[name], given.get(name, first["input"])
+    info = TrainConfig.__pydantic_fields__[name]  # type: ignore[attr-defined]
+    noun = info.title or name
+    metadata = _metadata(info.metadata, info.annotation)
+    accepts = next((item.text for item in metadata if isinstance(item, Accepts)), None)
+    if first["type"] == "literal_error" and spec.choices is not None:
+        if all(isinstance(choice, str) for choice in spec.choices):
+            problem = f"unknown {noun} {value!r}: use one of {', '.join(spec.choices)}"
+        else:
+            problem = f"{name} must be {' or '.join(str(choice) for choice in spec.choices)}, got {value!r}"
+    elif first["type"] == "string_pattern_mismatch":
+        problem = f"unknown {noun} {value!r}: use {accepts or first['msg']}"
+    elif first["type"] in _RANGE_ERRORS:
+        finite = "a finite number " if first["type"] == "finite_number" and accepts is None else ""
+        problem = f"{name} must be {finite}{accepts or _range(spec.kind, metadata)}, got {value!r}"
+    else:
+        expected = "a list of integers" if spec.kind == "int_list" else f"of type {spec.kind}"
+        problem = f"{name} must be {expected}{' or None' if spec.optional else ''}, got {value!r}"
+    return ConfigError(f"{problem} ({default_note(name)})")
+
+
+def _metadata(metadata: Sequence[Any], annotation: Any) -> list[Any]:
+    """A field's annotation metadata, also that within a union's arms (``PositiveInt | None``) and within the
+    ``Field(...)`` objects among them."""
+    found: list[Any] = []
+    pending = list(metadata)
+    arms = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    for arm in arms:
+        if typing.get_origin(arm) is Annotated:
+            pending += list(typing.get_args(arm)[1:])
+    while pending:
+        item = pending.pop(0)
+        found.append(item)
+        pending += list(getattr(item, "metadata", None) or [])
+    return found
+
+
+def _range(kind: str, metadata: Sequence[Any]) -> str:
+    """The bounds of a field's constraints in words: "> 0", "in [0, 1)", "a positive integer"."""
+    bounds = {attr: getattr(item, attr) for item in metadata for attr in ("gt", "ge", "lt", "le")
+              if getattr(item, attr, None) is not None}
+    if kind == "int" and bounds == {"gt": 0}:
+        return "a positive integer"
+    low = f"({bounds['gt']}" if "gt" in bounds else f"[{bounds['ge']}" if "ge" in bounds else None
+    high = f"{bounds['lt']})" if "lt" in bounds else f"{bounds['le']}]" if "le" in bounds else None
+    if low and high:
+        return f"in {low}, {high}"
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return " and ".join(f"{symbols[attr]} {bound}" for attr, bound in bounds.items()) or "a finite number"
+
+
+__all__ = ["DATASETS", "IMAGENET_RECIPE", "LR_SCHEDULES", "NORMALIZATIONS", "PRESETS", "RESUMABLE_CHANGES",
+           "SECTIONS", "FieldSpec", "TrainConfig", "default_note", "field_specs", "format_value", "recipe",
+           "train_config_schema"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -17,7 +18,8 @@ import pytest
 from synthetic import make_dataset, write_image_tree
 
 from resnet_core.engine.checkpoint import load_checkpoint
-from resnet_core.engine.cli import build_parser, main
+from resnet_core.engine.cli import build_parser, main, option_name
+from resnet_core.engine.config import default_note, field_specs
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--arch", "cifar_resnet", "--depth", "8", "--batch-size", "32", "--device", "cpu", "--no-progress",
@@ -173,6 +175,7 @@ def test_every_imagenet_and_schedule_flag_reaches_the_config() -> None:
         (["--preset", "torchvision"], "preset applies to the ImageNet pipeline only"),
         (["--arch", "resnet18", "--stride-in", "3x3"], "resnet18 has no option stride_in"),
         (["--dataset", "imagenet", "--data", "does/not/exist"], "does/not/exist"),
+        (["--lr-decya", "0.5"], "unrecognized option --lr-decya: did you mean --lr-decay?"),
     ],
 )
 def test_user_mistakes_get_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path) -> None:
@@ -182,6 +185,83 @@ def test_user_mistakes_get_one_line_and_exit_code_2(args: list[str], message: st
     lines = [line for line in result.stderr.splitlines() if line.strip() and "error" in line]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr-decya", "0.5"], "unrecognized option --lr-decya: did you mean --lr-decay? (see --help)"),
+        (["--batchsize=64"], "unrecognized option --batchsize: did you mean --batch-size?"),
+        (["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
+        (["--momentum", "fast"], "argument --momentum: invalid float value: 'fast'"),
+        (["--momentum", "1.5"], "error: momentum must be in [0, 1), got 1.5 (default: 0.9)"),
+        (["--lr", "-1"], "error: lr must be > 0, got -1.0 (default: 0.1)"),
+        (["--milestones", "48000,32000"], "milestones must be increasing positive iterations, got [48000, 32000]"),
+        (["--milestones", "32k,48k"], "error: milestones must be a list of integers, got '32k,48k'"),
+        (["--warmup-until-error", "0"], "error: warmup_until_error must be in (0, 100], got 0.0"),
+        (["--eval-crops", "5"], "argument --eval-crops: invalid choice: 5"),
+        (["--compile", "fast"], "argument --compile: invalid choice: 'fast'"),
+        (["--device", "tpu"], "error: unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"),
+        (["--threads", "0"], "error: threads must be a positive number of CPU threads, got 0"),
+    ],
+)
+def test_config_mistakes_get_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The same battery in-process (each fails before anything is trained): a misspelt option names the closest
+    one, a wrong type or an impossible value names the field, what was given and what is accepted."""
+    try:
+        code = main([*args, "--out", str(tmp_path / "run"), "--no-progress"])
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    stderr = capsys.readouterr().err
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
+    assert stderr.startswith("resnet_core.train: error: ") and not (tmp_path / "run").exists()
+
+
+def test_every_config_field_has_an_option_whose_help_shows_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "10000")  # one line per option: no wrapping inside the texts looked for
+    parser = build_parser()
+    actions = {option: action for action in parser._actions for option in action.option_strings}
+    blocks: dict[str, str] = {}  # option -> its entry in --help (the help may start on the next line)
+    for line in parser.format_help().splitlines():
+        if line.startswith("  -"):
+            option = line.split()[0].rstrip(",")
+            blocks[option] = line
+        elif line.startswith("    ") and blocks:
+            blocks[option] += " " + line.strip()
+    for name, spec in field_specs().items():
+        action = actions[option_name(name)]
+        assert action.dest == name and action.default is argparse.SUPPRESS, name  # left out: the recipe decides
+        assert action.help and spec.help.split()[0] in action.help, name
+        assert f"({default_note(name)})" in action.help, name
+        assert f"({default_note(name)})" in blocks[option_name(name)], blocks[option_name(name)]
+        if spec.kind == "bool":
+            assert actions["--no-" + option_name(name)[2:]].dest == name
+        if spec.kind == "choice":
+            assert tuple(action.choices or ()) == spec.choices, name
+    assert "(default: 128; ImageNet recipe: 256)" in actions["--batch-size"].help
+    assert "(default: 32000,48000; ImageNet recipe: \"\")" in actions["--milestones"].help
+    groups = [group.title for group in parser._action_groups]
+    assert "ImageNet input pipeline (--dataset imagenet, paper Sec. 3.4)" in groups
+    assert "execution speed (same computation; bf16 aside)" in groups
+    imagenet = next(group for group in parser._action_groups if (group.title or "").startswith("ImageNet"))
+    assert actions["--preset"] in imagenet._group_actions
+
+
+def test_every_legacy_spelling_still_parses() -> None:
+    parse = build_parser().parse_args
+    options = vars(parse(["--no-download", "--no-augment", "--skip-corrupt", "--bf16", "--shortcut", "c",
+                          "--stride-in", "1x1", "--milestones", "32000,48000", "--milestone-epochs", "30,60",
+                          "--channels-last", "--fused-sgd", "--warmup", "--normalization", "CHANNEL"]))
+    assert options == {"download": False, "augment": False, "skip_corrupt": True, "bf16": True, "shortcut": "C",
+                       "stride_in": "1x1", "milestones": "32000,48000", "milestone_epochs": "30,60",
+                       "channels_last": True, "fused_sgd": True, "warmup": True, "normalization": "channel"}
+    assert vars(parse(["--milestones", ""])) == {"milestones": ""}
+    from resnet_core import TrainConfig
+
+    assert TrainConfig.from_dict(vars(parse(["--milestones", ""]))).milestones == ()
+    assert vars(parse([])) == {}  # nothing given: the recipe (or the resumed run) decides every field
+    assert vars(parse(["--lr-dec", "0.5"])) == {"lr_decay": 0.5}  # unambiguous abbreviations, as before
 
 
 def test_interrupt_names_the_checkpoint_and_the_printed_command_resumes(image_tree: Path, tmp_path: Path) -> None:

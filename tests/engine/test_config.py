@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 
 import pytest
 
 from resnet_core import ConfigError, TrainConfig
-from resnet_core.engine.config import RESUMABLE_CHANGES
+from resnet_core.engine.config import IMAGENET_RECIPE, RESUMABLE_CHANGES, SECTIONS, field_specs, train_config_schema
 
 
 def test_defaults_are_the_paper_recipe() -> None:
@@ -34,6 +36,19 @@ def test_defaults_are_the_paper_recipe() -> None:
         ({"shortcut": "D"}, "unknown shortcut option 'D'"),
         ({"val_split": -1}, "val_split must be >= 0"),
         ({"learning_rate": 0.1}, "unknown config key learning_rate: valid keys are arch, depth"),
+        # A misspelt key names the closest field; a wrong type or an impossible value names what is accepted.
+        ({"lr_decya": 0.5}, "^unknown config key lr_decya: did you mean lr_decay\\?$"),
+        ({"batch_size": True}, r"^batch_size must be of type int, got True \(default: 128; ImageNet recipe: 256\)$"),
+        ({"lr": "fast"}, r"^lr must be of type float, got 'fast' \(default: 0.1\)$"),
+        ({"lr": float("inf")}, "^lr must be a finite number > 0, got inf"),
+        ({"momentum": 1.5}, r"^momentum must be in \[0, 1\), got 1.5 \(default: 0.9\)$"),
+        ({"lr_decay": 2}, r"^lr_decay must be in \(0, 1\], got 2"),
+        ({"milestones": [100, True]}, "^milestones must be a list of integers, got \\[100, True\\]"),
+        ({"compile": "fast"}, "^unknown compile mode 'fast': use one of none, default, reduce-overhead, max-autotune"),
+        ({"normalization": 1}, "^unknown normalization 1: use one of pixel_mean, channel"),
+        ({"warmup": 1}, "^warmup must be of type bool or None, got 1"),
+        ({"device": "cuda:x"}, "^unknown device 'cuda:x': use auto, cpu, cuda, cuda:N or mps"),
+        ({"threads": 0}, "^threads must be a positive number of CPU threads, got 0"),
     ],
 )
 def test_invalid_values_fail_with_one_line(values: dict[str, object], message: str) -> None:
@@ -135,3 +150,69 @@ def test_the_config_module_depends_on_neither_the_step_nor_torchvision() -> None
                  if isinstance(node, ast.Import) for alias in node.names}
     assert not {name for name in imported if name.startswith(("torchvision", "resnet_core.engine.step",
                                                               "resnet_core.data"))}, imported
+
+
+def test_direct_construction_and_dataclasses_replace_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="^lr must be > 0, got 0"):
+        TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match="^unknown config key lr_decya: did you mean lr_decay"):
+        TrainConfig(lr_decya=0.5)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="^momentum must be in"):
+        dataclasses.replace(TrainConfig(), momentum=1.5)
+    with pytest.raises(ConfigError, match="^preset applies to the ImageNet pipeline only"):
+        TrainConfig(preset="torchvision")
+    config = TrainConfig(lr=1, milestones=[10, 20], shortcut="b")  # type: ignore[arg-type]
+    assert (config.lr, config.milestones, config.shortcut) == (1.0, (10, 20), "B") and isinstance(config.lr, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 0.5  # type: ignore[misc]
+
+
+def test_configs_pickle_compare_and_hash_by_value() -> None:
+    """Ray ships configs between processes; the study keys results by them."""
+    config = TrainConfig.for_dataset("imagenet", arch="resnet50", milestone_epochs=(30, 60), lr_schedule="step")
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config and hash(copy) == hash(config) and copy is not config
+    assert config != config.replace(seed=1) and len({config, copy, config.replace(seed=1)}) == 2
+    assert json.loads(json.dumps(config.to_dict()))["milestone_epochs"] == [30, 60]
+
+
+def test_field_specs_describe_every_field() -> None:
+    specs = field_specs()
+    assert list(specs) == TrainConfig.field_names()
+    assert [name for names in SECTIONS.values() for name in names] == list(specs)
+    defaults = TrainConfig().to_dict()
+    for name, spec in specs.items():
+        assert spec.name == name and spec.default == defaults[name], name
+        assert spec.help and "\n" not in spec.help and spec.section in SECTIONS, name
+        assert spec.kind in {"int", "float", "bool", "str", "choice", "int_list"}, name
+        assert (spec.choices is not None) == (spec.kind in {"choice", "bool"}), name
+    kinds = {name: (spec.kind, spec.optional, spec.choices) for name, spec in specs.items()}
+    assert kinds["batch_size"] == ("int", False, None) and kinds["lr"] == ("float", False, None)
+    assert kinds["milestones"] == ("int_list", False, None) and kinds["arch"] == ("str", False, None)
+    assert kinds["depth"] == ("int", True, None) and kinds["cache_dir"] == ("str", True, None)
+    assert kinds["augment"] == ("bool", False, (True, False)) and kinds["warmup"] == ("bool", True, (True, False))
+    assert kinds["shortcut"] == ("choice", True, ("A", "B", "C")) and kinds["eval_crops"] == ("choice", True, (1, 10))
+    assert kinds["dataset"] == ("choice", False, ("cifar10", "cifar100", "imagenet"))
+    assert kinds["normalization"] == ("choice", False, ("pixel_mean", "channel"))
+    assert kinds["lr_schedule"] == ("choice", False, ("step", "plateau"))
+    assert kinds["preset"] == ("choice", False, ("paper", "torchvision"))
+    assert kinds["compile"] == ("choice", False, ("none", "default", "reduce-overhead", "max-autotune"))
+    assert specs["milestones"].default == [32_000, 48_000] and specs["preset"].section == "imagenet"
+    # The paper's numbers are cited where the paper fixes them.
+    for name in ("batch_size", "lr", "momentum", "weight_decay", "iterations", "milestones", "lr_decay"):
+        assert "Sec. 4.2" in specs[name].help, name
+    assert "Sec. 3.4" in specs["batch_size"].help and set(IMAGENET_RECIPE) <= set(specs)
+
+
+def test_the_json_schema_lists_every_field_with_its_choices_and_description() -> None:
+    schema = train_config_schema()
+    properties = schema["properties"]
+    assert list(properties) == TrainConfig.field_names() and schema["additionalProperties"] is False
+    for name, spec in field_specs().items():
+        assert properties[name]["description"] == spec.help and properties[name]["default"] == spec.default, name
+        if spec.kind == "choice":
+            arms = properties[name].get("anyOf", [properties[name]])
+            assert [arm["enum"] for arm in arms if "enum" in arm] == [list(spec.choices or ())], name
+    assert properties["batch_size"]["exclusiveMinimum"] == 0 and properties["momentum"]["exclusiveMaximum"] == 1
+    assert properties["milestones"]["items"] == {"type": "integer"} and properties["augment"]["type"] == "boolean"
+    json.dumps(schema)  # plain JSON
