@@ -10,19 +10,18 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import run_study, smoke_args
+from conftest import REPO, run_study
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
 
-LOW, HIGH = 0.8, 0.99
-MOMENTUM_ARGS = ("--set", "name=momentum", "--set", "groups.archs=[resnet20]", "--set", "search.trials_per_group=2",
-                 "--set", f"search.momentum={{low: {LOW}, high: {HIGH}}}", "--set", "search.initial_points=[]",
-                 "--set", "train.iterations=100", "--set", "search.early_stopping=none")
+SPEC = REPO / "study" / "specs" / "momentum.yaml"
+LOW, HIGH = 0.8, 0.99  # the spec's momentum range
 
 
 def test_a_study_searches_momentum_end_to_end(cifar_subset: Path, tmp_path: Path) -> None:
-    result = run_study(*smoke_args(cifar_subset, *MOMENTUM_ARGS), cwd=tmp_path)
+    result = run_study("--spec", str(SPEC), "--set", f"dataset.path={cifar_subset}", "--set", "dataset.val_split=1000",
+                       cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("momentum")
