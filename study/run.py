@@ -208,7 +208,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
         check_tracking(uri)
         check_resumable(spec, uri)
         data = load_image_dataset(spec.dataset.path, dataset=spec.dataset.name, download=spec.dataset.download,
-                                  cache_dir=spec.dataset.cache_dir)
+                                  cache_dir=spec.dataset.cache_dir, path_option="--set dataset.path=PATH")
         signals.check()
         where = connect_ray(None)
         signals.reclaim()

@@ -106,18 +106,21 @@ def _size(images: torch.Tensor) -> str:
 
 
 def load_image_dataset(path: str | os.PathLike[str], *, dataset: str = "cifar10", download: bool = True,
-                       cache_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+                       cache_dir: str | os.PathLike[str] | None = None, path_option: str = "--data") -> ImageDataset:
     """Load the images at ``path`` (any layout of the module docstring), downloading ``dataset`` if absent.
 
     ``dataset`` only matters for the official formats (which of CIFAR-10 / CIFAR-100 to prefer when a folder
     holds both, and what to download); data of the other one is used as found and the description says so.
     ``cache_dir`` holds decoded image trees (default ``$RESNET_CORE_CACHE`` or ``~/.cache/resnet_core``).
+    ``path_option`` is how the caller's command takes ``path``, named by the advice of a "no data" error (the
+    single-run CLI's ``--data``; the study's ``--set dataset.path=PATH``).
     """
     name = _dataset_name(dataset)
     source = Path(path).expanduser()
     cache_root = cache.resolve_cache_dir(cache_dir)
-    found = _read_source(source, name, cache_root)
-    raw, location = found if found is not None else _download_or_fail(source, name, download)
+    hint = _local_copy_hint(name, path_option)
+    found = _read_source(source, name, cache_root, hint)
+    raw, location = found if found is not None else _download_or_fail(source, name, download, hint)
     result = _to_dataset(raw, location, name)
     logger.info("%s", result.description)
     return result
@@ -130,16 +133,16 @@ def _dataset_name(dataset: str) -> str:
     return name
 
 
-def _read_source(source: Path, dataset: str, cache_root: Path) -> tuple[RawImageSet, str] | None:
+def _read_source(source: Path, dataset: str, cache_root: Path, hint: str) -> tuple[RawImageSet, str] | None:
     """The image set at ``source`` with a phrase locating it, or None when there is nothing to read."""
     if source.is_file():
-        return _read_archive(source, dataset, cache_root), f"in the archive {quote(source)}"
+        return _read_archive(source, dataset, cache_root, hint), f"in the archive {quote(source)}"
     if source.is_dir():
-        return _read_directory(source, dataset, cache_root)
+        return _read_directory(source, dataset, cache_root, hint)
     return None
 
 
-def _read_directory(directory: Path, dataset: str, cache_root: Path) -> tuple[RawImageSet, str] | None:
+def _read_directory(directory: Path, dataset: str, cache_root: Path, hint: str) -> tuple[RawImageSet, str] | None:
     """Official folder, folder holding one, folder holding an official archive, or class-folder tree."""
     layout = cifar_archives.layout_in_dir(directory, dataset)
     if layout is not None:
@@ -151,14 +154,14 @@ def _read_directory(directory: Path, dataset: str, cache_root: Path) -> tuple[Ra
             logger.info("found the %s official %s version at %s", layout.title, layout.version, quote(folder))
             return cifar_archives.read_layout_dir(folder, layout), f"at {quote(folder)}"
         if archive.is_file():
-            return _read_archive(archive, dataset, cache_root), f"in the archive {quote(archive)}"
+            return _read_archive(archive, dataset, cache_root, hint), f"in the archive {quote(archive)}"
     root = image_folders.dir_tree_root(directory)
     if root is None:
         return None
     return _read_dir_tree(root, cache_root), f"at {quote(root)}"
 
 
-def _read_archive(archive: Path, dataset: str, cache_root: Path) -> RawImageSet:
+def _read_archive(archive: Path, dataset: str, cache_root: Path, hint: str) -> RawImageSet:
     """An official CIFAR archive or a tar of a class-folder tree (cached after its first decode)."""
     entry = cache.entry_path(cache_root, archive, cache.file_fingerprint(archive))
     cached = cache.load_entry(entry)
@@ -175,7 +178,7 @@ def _read_archive(archive: Path, dataset: str, cache_root: Path) -> RawImageSet:
     root = image_folders.tar_tree_root(contents)
     if root is None:
         raise DataError(f"the archive {quote(archive)} holds neither official CIFAR files nor a train/<class>/ + "
-                        f"test/<class>/ image tree at its top or in its single top folder; {_local_copy_hint(dataset)}")
+                        f"test/<class>/ image tree at its top or in its single top folder; {hint}")
     where = f"{archive}:{root}" if root else str(archive)
     plan = image_folders.plan_tree(contents.files, contents.folders, root, where)
     logger.info("found a class-folder tree of %d images in %d classes in the archive %s; decoding",
@@ -250,10 +253,10 @@ def _to_dataset(raw: RawImageSet, location: str, dataset: str) -> ImageDataset:
         classes=raw.classes, description=description.replace("\n", " ").replace("\r", " "))
 
 
-def _local_copy_hint(dataset: str) -> str:
-    """The end of every "no data" message: what ``--data`` may point at."""
+def _local_copy_hint(dataset: str, path_option: str) -> str:
+    """The end of every "no data" message: what ``path_option`` (``--data``) may point at."""
     archive = _python_layout(dataset).archive
-    return (f"pass --data with a local copy: the official python archive ({archive} or its extracted folder), "
+    return (f"pass {path_option} with a local copy: the official python archive ({archive} or its extracted folder), "
             "a class-folder tree train/<class>/*.png + test/<class>/*.png, or a .tar.gz of such a tree")
 
 
@@ -266,9 +269,9 @@ _DOWNLOAD_ERRORS = (OSError, RuntimeError, EOFError, tarfile.TarError, zlib.erro
 (torchvision's RuntimeError), truncated archives."""
 
 
-def _download_or_fail(source: Path, dataset: str, download: bool) -> tuple[RawImageSet, str]:
+def _download_or_fail(source: Path, dataset: str, download: bool, hint: str) -> tuple[RawImageSet, str]:
     """Download ``dataset`` into ``source`` and read it, or raise the one-line DataError saying what to pass."""
-    title, layout, hint = _TITLES[dataset], _python_layout(dataset), _local_copy_hint(dataset)
+    title, layout = _TITLES[dataset], _python_layout(dataset)
     if not download or (source.exists() and not source.is_dir()):
         why = ("no such file or folder" if not source.exists()
                else "the folder holds no official CIFAR files or archive and no train/<class>/ image tree")

@@ -96,6 +96,7 @@ def test_report_table_json_and_figure(tmp_path: Path) -> None:
         (["--set", "resources.cpus_per_worker=0"], "resources.cpus_per_worker"),
         (["--spec", "no/such/spec.yaml"], "no/such/spec.yaml"),
         (["--set", "dataset.path=no/such/data", "--set", "dataset.download=false"], "no/such/data"),
+        (["--set", "dataset.path=no/such/data", "--set", "dataset.download=false"], "pass --set dataset.path=PATH"),
         (["--set", "oops"], "oops"),
     ],
 )
