@@ -59,13 +59,12 @@ class TrialNamer:
     def __call__(self, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         config = {**config, **config.get("final", {})}
         study = spec_from_dict(self.spec)
-        group = {g.key: g for g in study.study_groups()}[config["group"]]
-        seed = int(config.get("seed", study.train.seed))
+        group, train = trial_train_config(study, config)  # the run as the trial's workers will train it
+        seed = train.seed
         phase = config.get("phase", "search")
         values = searched_values(study, config)
         name = (f"{group.key} seed {seed} (final)" if phase == "final"
                 else f"{group.key} {format_values(values)}")
-        _, train = trial_train_config(study, config)
         params = {"arch": group.arch, "depth": group.depth, "shortcut": group.shortcut or "none",
                   "residual": group.residual, "seed": seed, "group": group.key, "phase": phase,
                   "iterations": study.train.iterations, "batch_size": study.train.batch_size,
@@ -76,7 +75,6 @@ class TrialNamer:
 
 CONFIG_PARAMS = "config."
 """Prefix of the MLflow params that hold a trial's whole engine configuration (``config.momentum``, ...)."""
-
 
 
 def _fit(experiment: str, trainable: Any, make: Callable[[], tune.Tuner], signals: StopSignals) -> tune.ResultGrid:
