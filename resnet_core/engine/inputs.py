@@ -24,7 +24,6 @@ from resnet_core.data.augment import Normalizer
 from resnet_core.data.batches import LabelledImages, TrainBatches, eval_batches, holdout_indices, holdout_split
 from resnet_core.data.imagenet import ImageFolderDataset, ImageFolderIndex, scan_image_folders
 from resnet_core.data.imagenet_loader import LoaderBatches, LoaderEvalSet
-from resnet_core.data.imagenet_transforms import ImageSizes, eval_transform, pixel_mean, train_transform
 from resnet_core.data.sources import ImageDataset, load_image_dataset
 from resnet_core.engine.config import TrainConfig
 from resnet_core.engine.distributed import ProcessGroup, barrier, broadcast_object
@@ -93,6 +92,10 @@ def default_workers() -> int:
 def imagenet_inputs(config: TrainConfig, index: ImageFolderIndex, group: ProcessGroup,
                     device: torch.device) -> Inputs:
     """The ImageNet pipeline of Sec. 3.4 over the image files listed in ``index``."""
+    # torchvision's transforms only here: importing them costs every CIFAR process (each study trial's workers)
+    # about a second of start-up for nothing.
+    from resnet_core.data.imagenet_transforms import ImageSizes, eval_transform, pixel_mean, train_transform
+
     workers = default_workers() if config.workers is None else config.workers
     sizes = ImageSizes.scaled(config.image_size)
     train_samples, val_samples = list(index.train), None
