@@ -46,6 +46,8 @@ class StudyBudget:
         search = (f"{trials}, all random" if self.sampler == "random" else
                   f"{trials} ({min(self.startup_trials, self.trials_per_group)} random start-up, {guided} chosen by "
                   f"{self.sampler.upper()})")
+        if self.trials_per_group == 0:
+            search = "no search: every group trains the spec's one configuration, as the paper does (Sec. 4.2)"
         return (f"Budget: {self.iterations:,} iterations per trial ({100 * self.iterations / PAPER_ITERATIONS:.3g}% "
                 f"of the paper's {PAPER_ITERATIONS:,}, Sec. 4.2) on {self.dataset_name}; {search}; "
                 f"{self.final_seeds} final seed{'s' if self.final_seeds != 1 else ''} per group.")
@@ -59,7 +61,7 @@ class StudyBudget:
         if self.iterations < PAPER_ITERATIONS / 2:
             reasons.append(f"trials train {100 * self.iterations / PAPER_ITERATIONS:.3g}% of the paper's schedule, "
                            "far from converged (the depth and plain-vs-residual gaps of Fig. 6 open late)")
-        if self.sampler != "random" and self.trials_per_group <= self.startup_trials:
+        if self.sampler != "random" and 0 < self.trials_per_group <= self.startup_trials:
             reasons.append("every trial was a random start-up trial, so the search never used its model")
         flagged = [r.group for r in results if r.flags]
         if flagged:

@@ -47,14 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog=PROG, description="Tune lr and weight decay per depth and shortcut option "
                             "(He et al. 2015, Sec. 4.2) with Ray Tune + Optuna; track in MLflow.")
-    parser.add_argument("--spec", help="study spec YAML (default: study/specs/cifar10_depth.yaml)")
+    parser.add_argument("--spec", help=f"study spec YAML (default: {PAPER_SPEC} where a GPU or a Ray cluster is "
+                        f"at hand, else {CPU_SPEC}, the paper's Fig. 6 question at a budget a CPU finishes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a spec field, e.g. --set search.trials_per_group=4 (repeatable)")
+                        help="override a spec field, e.g. --set search.trials_per_group=4 (repeatable; default: none)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's and Tune's own console output: worker logs, trial tables (default: off; "
+                        "the study prints one line per trial start and end and a status line with its ETA)")
     return parser
 
 
-def connect_ray(address: str | None) -> str:
-    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local Ray; one-line error if unreachable."""
+PAPER_SPEC = "study/specs/cifar10_depth.yaml"
+CPU_SPEC = "study/specs/cifar10_first_look.yaml"
+
+
+def default_spec() -> tuple[Path, str]:
+    """The spec a bare ``study/run.py`` runs, and why: the paper's study where it can run (a GPU here, or a Ray
+    cluster named by RAY_ADDRESS, whose resources the spec's check then weighs), else the first look a CPU
+    finishes in minutes."""
+    import torch
+
+    folder = Path(__file__).resolve().parent / "specs"
+    if os.environ.get("RAY_ADDRESS"):
+        return folder / Path(PAPER_SPEC).name, "the paper's study, on the Ray cluster at RAY_ADDRESS"
+    if torch.cuda.is_available():
+        return folder / Path(PAPER_SPEC).name, "the paper's study, a GPU is at hand"
+    return folder / Path(CPU_SPEC).name, (f"no GPU here: a first look a CPU finishes; the paper's study is --spec "
+                                          f"{PAPER_SPEC} on a GPU machine")
+
+
+def connect_ray(address: str | None, verbose: bool = False) -> str:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local Ray; one-line error if unreachable.
+
+    The workers' own output (Ray Train's, the engine's per-evaluation lines) reaches this console only when
+    ``verbose``; it is always in Ray's session logs, and the study's console says what each trial did."""
     import ray
 
     from resnet_core import ResnetCoreError
@@ -73,12 +99,24 @@ def connect_ray(address: str | None) -> str:
         # state API whether a trial's controller is gone; without it, stopped trials leak their workers.
         # Without an address, "local" starts a fresh Ray: None would join whatever cluster
         # /tmp/ray/ray_current_cluster names, and wait forever when that cluster is gone.
-        ray.init(address=address or "local", logging_level=logging.WARNING)
+        ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=verbose)
     except (ConnectionError, RuntimeError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ResnetCoreError(f"cannot reach the Ray cluster at {address!r} ({reason}): check RAY_ADDRESS, "
                               "or unset it to run on a local Ray") from None
     return address or LOCAL
+
+
+def local_ray_environment() -> None:
+    """How a local Ray (no RAY_ADDRESS) is configured; before Ray is first imported, which reads some of it.
+
+    Token authentication is asked for explicitly: Ray 2.60 infers it from the token file and warns that it did.
+    Ray Train's preemption watcher (one more process per trial, which watches for nodes being drained, e.g. spot
+    capacity taken back) is off: a local Ray has no node to drain, and on a small machine that process costs
+    seconds of every trial's start. A cluster's own settings are left alone."""
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def check_local_resources(spec: "StudySpec") -> None:
@@ -185,6 +223,7 @@ def signal_name(number: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    local_ray_environment()
     with StopSignals() as signals:
         return _main(sys.argv[1:] if argv is None else list(argv), signals)
 
@@ -199,22 +238,31 @@ def _main(argv: list[str], signals: StopSignals) -> int:
     from study.spec import load_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study created is noise
+    if not args.verbose:  # MLflow's notes on creating its tables; its warnings and errors still show
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     # A trial reports checkpoints written between evaluations without metrics; Tune would refuse such a report.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     cwd = Path.cwd()
     try:
-        spec = with_absolute_paths(load_spec(args.spec, args.set), cwd)
+        spec_file = args.spec
+        if spec_file is None:
+            spec_file, why = default_spec()
+            log.info("no --spec given: running %s (%s)", spec_file.name, why)
+        spec = with_absolute_paths(load_spec(spec_file, args.set), cwd)
         uri = spec.tracking_uri(cwd)
         check_tracking(uri)
         check_resumable(spec, uri)
         data = load_image_dataset(spec.dataset.path, dataset=spec.dataset.name, download=spec.dataset.download,
                                   cache_dir=spec.dataset.cache_dir, path_option="--set dataset.path=PATH")
         signals.check()
-        where = connect_ray(None)
+        ray_started = time.perf_counter()
+        where = connect_ray(None, args.verbose)
+        ray_start_seconds = time.perf_counter() - ray_started
         signals.reclaim()
         if where == LOCAL:
             check_local_resources(spec)
         tracker = open_tracker(spec, uri)
+        tracker.note_seconds("ray_start", ray_start_seconds)
     except ResnetCoreError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -230,7 +278,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
              len(spec.study_groups()), spec.search.trials_per_group, where, shown, spec.experiment_name(), storage)
     started = time.perf_counter()
     try:
-        results, table = run_study(spec, tracker, storage, data, signals)
+        results, table = run_study(spec, tracker, storage, data, signals, args.verbose)
         tracker.close()
     except (StudyInterrupted, KeyboardInterrupt) as stop:
         number = getattr(stop, "signal_number", None) or signals.received or signal.SIGINT

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from ray import tune
 
 from resnet_core import ImageDataset, count_parameters, create_model, model_info
 from study.final_models import final_models, release
+from study.progress import FINAL, SEARCH, ConsoleProgress, StudyPlan
 from study.publish import publish_report
 from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table, format_values
 from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space, startup_trials
@@ -110,13 +112,24 @@ def concurrent_trials(spec: StudySpec) -> int:
     return max(1, min(fits))
 
 
+def study_plan(spec: StudySpec) -> StudyPlan:
+    """The trials the study will run, for its console."""
+    return StudyPlan(tuple(g.key for g in spec.study_groups()), spec.search.trials_per_group, spec.train.final_seeds,
+                     spec.train.iterations)
+
+
+def tune_verbosity(verbose: bool) -> int:
+    """Tune's own console (its trial tables) only with ``--verbose``: :class:`ConsoleProgress` says what it would."""
+    return 1 if verbose else 0
+
+
 def _trainable(spec: StudySpec, storage: str) -> Any:
     bound = tune.with_parameters(trial_driver, spec=spec.to_dict(), storage_path=f"{storage}/train")
     return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
 
 
 def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int,
-               signals: StopSignals) -> tune.ResultGrid:
+               signals: StopSignals, verbose: bool = False) -> tune.ResultGrid:
     """Phase 1: per group, ``trials_per_group`` trials chosen by the group's Optuna sampler; budgets in engine
     iterations (a trial that stops before ``train.iterations`` was stopped early, and is PRUNED to Optuna)."""
     groups = spec.study_groups()
@@ -133,7 +146,9 @@ def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes
         concurrent=concurrent_trials(spec) > 1,
     )
     trainable = _trainable(spec, storage)
-    callback = MlflowTrialCallback(tracker, "search", TrialNamer(spec.to_dict()), spec.train.iterations)
+    namer = TrialNamer(spec.to_dict())
+    callbacks = [MlflowTrialCallback(tracker, SEARCH, namer, spec.train.iterations),
+                 ConsoleProgress(study_plan(spec), SEARCH, namer)]
 
     def make() -> tune.Tuner:
         return tune.Tuner(
@@ -141,7 +156,8 @@ def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=METRIC, mode=MODE,
                                         num_samples=len(groups) * spec.search.trials_per_group,
                                         max_concurrent_trials=concurrent_trials(spec)),
-            run_config=tune.RunConfig(name="search", storage_path=f"{storage}", callbacks=[callback], verbose=1),
+            run_config=tune.RunConfig(name=SEARCH, storage_path=f"{storage}", callbacks=callbacks,
+                                      verbose=tune_verbosity(verbose)),
         )
 
     return _fit(f"{storage}/search", trainable, make, signals)
@@ -204,7 +220,7 @@ def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Cho
 
 
 def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, storage: str,
-              signals: StopSignals) -> tune.ResultGrid | None:
+              signals: StopSignals, verbose: bool = False) -> tune.ResultGrid | None:
     """Phase 2: each usable group's choice retrained on the full training set with ``final_seeds`` seeds."""
     usable = [c for c in choices if c.usable]
     if spec.train.final_seeds == 0 or not usable:
@@ -212,13 +228,17 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
     runs = [{"group": c.group.key, **(c.values or {}), "seed": spec.train.seed + s, "phase": "final"}
             for c in usable for s in range(spec.train.final_seeds)]
     trainable = _trainable(spec, storage)
-    callback = MlflowTrialCallback(tracker, "final", TrialNamer(spec.to_dict()), spec.train.iterations)
+    namer = TrialNamer(spec.to_dict())
+    plan = study_plan(spec)
+    callbacks = [MlflowTrialCallback(tracker, FINAL, namer, spec.train.iterations),
+                 ConsoleProgress(plan, FINAL, namer, done_before=len(plan.groups) * plan.trials_per_group)]
 
     def make() -> tune.Tuner:
         return tune.Tuner(
             trainable, param_space={"final": tune.grid_search(runs)},
             tune_config=tune.TuneConfig(metric="test_error", mode="min", max_concurrent_trials=concurrent_trials(spec)),
-            run_config=tune.RunConfig(name="final", storage_path=storage, callbacks=[callback], verbose=1),
+            run_config=tune.RunConfig(name=FINAL, storage_path=storage, callbacks=callbacks,
+                                      verbose=tune_verbosity(verbose)),
         )
 
     return _fit(f"{storage}/final", trainable, make, signals)
@@ -263,16 +283,24 @@ def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | N
 
 
 def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageDataset,
-              signals: StopSignals) -> tuple[list[GroupResult], str]:
+              signals: StopSignals, verbose: bool = False) -> tuple[list[GroupResult], str]:
     """Both phases, the release of each group's model and the report; returns the group results and the report's
     Markdown for the console (the answer, the caveats and the table).
 
     A stop signal ends the running phase gracefully and raises :class:`~study.stop_signals.StudyInterrupted`.
     """
     tracker.log_spec(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    grid = run_search(spec, tracker, storage, data.num_classes, signals)
-    choices = choose(spec, grid, data.num_classes)
-    final = run_final(spec, choices, tracker, storage, signals)
+    started = time.perf_counter()
+    if spec.search.searches:
+        grid = run_search(spec, tracker, storage, data.num_classes, signals, verbose)
+        tracker.note_seconds(SEARCH, time.perf_counter() - started)
+        choices = choose(spec, grid, data.num_classes)
+    else:
+        choices = [Choice(group, spec.search.fixed_point(), math.nan, 0, 0) for group in spec.study_groups()]
+    started = time.perf_counter()
+    final = run_final(spec, choices, tracker, storage, signals, verbose)
+    tracker.note_seconds(FINAL, time.perf_counter() - started)
+    started = time.perf_counter()
     results = summarise(spec, choices, final)
     budget = study_budget(spec)
     models = final_models(spec, final, tracker, data)
@@ -281,4 +309,5 @@ def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageD
     lines = ["The answer:", *[f"- {sentence}" for sentence in sentences], "", format_table(results, budget)]
     if released:
         lines += ["", "Models: " + ", ".join(released.values())]
+    tracker.note_seconds("report", time.perf_counter() - started)
     return results, "\n".join(lines)

@@ -208,6 +208,8 @@ class SearchSpec:
     """TrainConfig fields by name with their :class:`SearchRange`; ``lr`` and ``weight_decay`` by default
     (``lr: null`` fixes lr at ``train.lr`` or the paper's 0.1)."""
     trials_per_group: int = 8
+    """Trials per group; 0: no search, every group trains the one ``initial_points`` entry (the paper's protocol:
+    one recipe for every network, Sec. 4.2), straight to the final retraining."""
     sampler: str = "tpe"
     """tpe (multivariate TPE), gp (Gaussian process) or random; the first trials of each group are random either
     way (about a third of trials_per_group, at least 2: study.search.startup_trials)."""
@@ -221,6 +223,15 @@ class SearchSpec:
     ``trials_per_group``."""
 
     @property
+    def searches(self) -> bool:
+        """Whether the study searches at all (``trials_per_group: 0`` trains the initial point only)."""
+        return self.trials_per_group > 0
+
+    def fixed_point(self) -> dict[str, Any]:
+        """Without a search, the values every group trains: the one initial point (nothing when nothing is searched)."""
+        return dict(self.initial_points[0]) if self.initial_points else {}
+
+    @property
     def lr(self) -> SearchRange | None:
         return self.space.get("lr")
 
@@ -231,10 +242,13 @@ class SearchSpec:
     def __post_init__(self) -> None:
         for name, span in self.space.items():
             span.check(f"search.{name}", name)
-        _at_least("search", self, {"trials_per_group": 1, "seed": 0, "grace_evals": 1, "reduction_factor": 2})
+        _at_least("search", self, {"trials_per_group": 0, "seed": 0, "grace_evals": 1, "reduction_factor": 2})
         _one_of("search.sampler", self.sampler, SAMPLERS)
         _one_of("search.early_stopping", self.early_stopping, EARLY_STOPPING)
-        _require(len(self.initial_points) <= self.trials_per_group,
+        _require(self.searches or len(self.initial_points) == 1 or not self.space,
+                 "search.trials_per_group=0 (no search) trains one configuration in every group: give it as one "
+                 "search.initial_points entry, e.g. [{lr: 0.1, weight_decay: 1.0e-4}]")
+        _require(len(self.initial_points) <= max(self.trials_per_group, 1),
                  f"search.initial_points has {len(self.initial_points)} points but search.trials_per_group is "
                  f"{self.trials_per_group}: raise trials_per_group or drop points")
         points = tuple(self._checked_point(point, f"search.initial_points[{i}]")
@@ -364,6 +378,8 @@ class StudySpec:
         _require(batch % workers == 0, f"train.batch_size={batch} is not divisible by resources.workers_per_trial="
                                        f"{workers}: each worker takes an equal share of the batch")
         self._check_device()
+        _require(self.search.searches or self.train.final_seeds > 0,
+                 "search.trials_per_group=0 and train.final_seeds=0 train nothing: set train.final_seeds >= 1")
         evals = math.ceil(self.train.iterations / min(self.train.eval_every, self.train.iterations))
         _require(self.search.early_stopping == "none" or self.search.grace_evals <= evals,
                  f"search.grace_evals={self.search.grace_evals} exceeds the {evals} evaluations of a trial "

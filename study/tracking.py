@@ -40,7 +40,7 @@ from study.figures import plot_curves
 from study.mlflow_server import PATIENCE_S, TrackingUnavailable, address, call_patiently, is_server
 from study.search import is_evaluation
 from study.search_analysis import TrialRecord, parse_value
-from study.trial import REPLAYED, RESUMED_AT
+from study.trial import REPLAYED, RESUMED_AT, WORKER_STARTED_AT
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,13 @@ REPORT_ARTIFACTS = "report"
 DESCRIPTION_TAG = "mlflow.note.content"
 """The tag MLflow's UI shows as a run's description (Markdown)."""
 REPOSITORY = Path(__file__).resolve().parents[1]
+SECONDS_TAG = "resnet.seconds."
+"""Prefix of the study run's tags holding how long its parts took (``ray_start``, ``search``, ``final``, ``report``)."""
+RAY_STARTUP = "ray_startup_seconds"
+"""A trial's metric at step 0: seconds from its start in Tune to its worker running the trial's code."""
+ENGINE_SECONDS = "engine_seconds"
+"""A trial's final metric: the engine's ``seconds`` at its last evaluation (training and the evaluations before
+it; data loading, model building and that last evaluation excluded)."""
 
 
 def git_commit(folder: Path = REPOSITORY) -> str | None:
@@ -158,6 +165,12 @@ class StudyTracker:
         return self._patiently("finding a trial's run", self._find, {"resnet.study": self.study,
                                                                      "resnet.trial_id": trial_id})
 
+    def note_seconds(self, part: str, seconds: float) -> None:
+        """Tag the study's run with the wall seconds one part of it took in this start of the study
+        (``resnet.seconds.search``, ...; a resumed study overwrites them with its own)."""
+        self._patiently("noting a duration", self.client.set_tag, self.parent_run_id, f"{SECONDS_TAG}{part}",
+                        f"{seconds:.1f}")
+
     def log_spec(self, spec_yaml: str) -> None:
         self._patiently("logging the spec", self.client.log_text, self.parent_run_id, spec_yaml, "spec.yaml")
 
@@ -207,8 +220,11 @@ class StudyTracker:
                 tags.append(RunTag("resnet.optuna_state", OPTUNA_STATES[status]))
             metrics = []
             if final:
-                metrics = [Metric(f"final_{key}", float(final[key]), now, int(final.get("iteration", 0)))
+                step = int(final.get("iteration", 0))
+                metrics = [Metric(f"final_{key}", float(final[key]), now, step)
                            for key in ("val_error", "test_error", "train_error") if final.get(key) is not None]
+                if final.get("seconds") is not None:
+                    metrics.append(Metric(ENGINE_SECONDS, float(final["seconds"]), now, step))
             self.client.log_batch(run_id, metrics=metrics, tags=tags)
             rows = self.metric_rows(run_id)
             if rows:
@@ -453,7 +469,7 @@ class MlflowTrialCallback(Callback):
 
     # ------------------------------------------------------------- Tune events
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.started[trial.trial_id] = time.perf_counter()
+        self.started[trial.trial_id] = time.time()
         self._queue(trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
@@ -463,18 +479,16 @@ class MlflowTrialCallback(Callback):
             actions.append(("metrics", {RESUMED_AT: result[RESUMED_AT]}, int(result[RESUMED_AT]), now))
             for row in json.loads(result.get(REPLAYED, "[]")):  # ... and its evaluations before (logged if missing)
                 actions.append(("evaluation", int(row["iteration"]), evaluation_values(row), now))
+        if WORKER_STARTED_AT in result and trial.trial_id in self.started and trial.trial_id not in self.reported:
+            # Trial start to the moment its worker began running the trial's code: what Ray adds per trial (the
+            # data loading and evaluations that follow are the engine's).
+            self.reported.add(trial.trial_id)
+            startup = float(result[WORKER_STARTED_AT]) - self.started[trial.trial_id]
+            actions.append(("metrics", {RAY_STARTUP: startup}, 0, now))
         if not is_evaluation(result):
             if actions:
                 self._queue(trial, *actions)
             return  # a checkpoint written between evaluations: no curves
-        if trial.trial_id in self.started and trial.trial_id not in self.reported:
-            # Trial start to first report, less the engine's own training time: what Ray adds per trial.
-            elapsed = time.perf_counter() - self.started[trial.trial_id]
-            self.reported.add(trial.trial_id)
-            overhead = elapsed - float(result.get("seconds", 0.0))
-            actions.append(("metrics", {"ray_startup_seconds": overhead}, 0, now))
-            log.info("trial %s: first report %.1f s after start, %.1f s of it before training", trial.trial_id,
-                     elapsed, overhead)
         actions.append(("evaluation", int(result["iteration"]), evaluation_values(result), now))
         self._queue(trial, *actions)
 
@@ -533,7 +547,7 @@ class MlflowTrialCallback(Callback):
     @staticmethod
     def _finish(trial: Trial, status: str) -> tuple[Any, ...]:
         final = {key: float(value) for key, value in (trial.last_result or {}).items()
-                 if key in ("val_error", "test_error", "train_error", "iteration") and value is not None}
+                 if key in ("val_error", "test_error", "train_error", "iteration", "seconds") and value is not None}
         return ("finish", status, final, int(time.time() * 1000))
 
     def _queue(self, trial: Trial, *actions: tuple[Any, ...]) -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 RESUMED_AT = "resumed_at_iteration"
 """Reported once after a trial restarts from a checkpoint (a failed worker group, a resumed study): its iteration."""
+WORKER_STARTED_AT = "worker_started_at"
+"""Reported with a worker's first report: when (epoch seconds) the worker began running this trial's code, so the
+study can tell Ray's start-up of a trial (trial start to then) from the engine's data loading and evaluation."""
 REPLAYED = "evaluations_before_restart"
 """Reported with :data:`RESUMED_AT`: the evaluations the checkpoint holds (JSON), so that one whose report was
 cut by the interruption still reaches MLflow (which logs each iteration once)."""
@@ -55,24 +59,24 @@ def worker_device(spec_device: str, ray_device: str) -> str:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """The per-worker body: resnet_core's engine with reports (and rank 0's checkpoint) to Ray Train."""
+    first_report: dict[str, Any] = {WORKER_STARTED_AT: time.time()}  # what the worker's first report adds
     context = ray.train.get_context()
     rank = context.get_world_rank()
     config = TrainConfig.from_dict(loop_config)
     config = config.replace(device=worker_device(config.device, str(ray.train.torch.get_device())))
     out_dir = Path(tempfile.mkdtemp(prefix=f"resnet-trial-rank{rank}-"))
     resume_from = None
-    resumed: dict[str, Any] = {}
     previous = ray.train.get_checkpoint()
     if previous is not None:  # a restarted worker group (or a resumed study) continues exactly
         restored = Path(previous.to_directory(str(out_dir / "restored")))
         resume_from = restored / CHECKPOINT_NAME
         state = load_checkpoint(resume_from)
-        resumed.update({RESUMED_AT: int(state["iteration"]), REPLAYED: json.dumps(state["history"])})
-        log.info("rank %d resumes from %s at iteration %d", rank, resume_from, resumed[RESUMED_AT])
+        first_report.update({RESUMED_AT: int(state["iteration"]), REPLAYED: json.dumps(state["history"])})
+        log.info("rank %d resumes from %s at iteration %d", rank, resume_from, first_report[RESUMED_AT])
 
     def report(metrics: dict[str, Any], checkpoint_file: str | None) -> None:
-        metrics = {**metrics, **resumed}  # the first report after a restart says where it restarted
-        resumed.clear()
+        metrics = {**metrics, **first_report}  # when the worker started, and where it restarted from
+        first_report.clear()
         checkpoint = None
         if rank == 0 and checkpoint_file is not None:
             checkpoint = Checkpoint.from_directory(str(Path(checkpoint_file).parent))

@@ -66,6 +66,9 @@ def test_the_report_states_its_budget_and_says_when_comparisons_mean_nothing() -
     assert paper.caveats([]) == []  # the paper spec's budget supports a comparison
     assert StudyBudget("cifar10", 64_000, 2, 2, "tpe", 3).caveats([]) == [
         "every trial was a random start-up trial, so the search never used its model"]
+    fixed = StudyBudget("cifar10", 64_000, 0, 0, "tpe", 3)  # no search: the paper's own protocol, not a weak search
+    assert "no search: every group trains the spec's one configuration, as the paper does" in fixed.describe()
+    assert fixed.caveats([]) == []
 
 
 def test_a_trial_trains_where_the_spec_says() -> None:
@@ -88,7 +91,8 @@ def test_the_runs_of_a_failed_study_end_failed_and_finished_trials_keep_their_st
     def failing_study(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a worker ran out of memory")
 
-    monkeypatch.setattr(run_module, "connect_ray", lambda address: "a test")
+    monkeypatch.setattr(run_module, "connect_ray", lambda address, verbose=False: "a test")
+    monkeypatch.setattr(run_module, "local_ray_environment", lambda: None)  # no Ray here: leave the environment
     monkeypatch.setattr("resnet_core.load_image_dataset", lambda *args, **kwargs: tiny_dataset)
     monkeypatch.setattr("study.runner.run_study", failing_study)
     monkeypatch.chdir(tmp_path)

@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from resnet_core import ResnetCoreError
 from study.mlflow_server import TrackingUnavailable, address, check_server, transient_reason
 from study.tracking import MlflowTrialCallback, StudyTracker
+from study.trial import WORKER_STARTED_AT
 
 TINY = ("--set", "groups.archs=[resnet20]", "--set", "search.trials_per_group=2", "--set", "search.initial_points=[]",
         "--set", "train.iterations=100", "--set", "train.final_seeds=0")
@@ -346,7 +347,7 @@ def test_results_kept_while_the_server_is_away_are_logged_once_when_it_is_back(t
 
     def report(trial: Any, step: int) -> None:
         trial.last_result = {"iteration": step, "val_error": 90.0 - step / 10, "train_error": 80.0, "lr": 0.1,
-                             "seconds": 1.0}
+                             "seconds": 1.0, WORKER_STARTED_AT: time.time()}  # every report: one metric all the same
         started = time.monotonic()
         callback.on_trial_result(0, [], trial, trial.last_result)
         assert time.monotonic() - started < 0.5  # Tune's loop never waits for MLflow
@@ -383,7 +384,8 @@ def test_results_kept_while_the_server_is_away_are_logged_once_when_it_is_back(t
         assert run.data.tags["status"] == "completed"
         for curve in ("val_error", "train_error", "lr"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, curve)] == [50, 100]
-        assert len(client.get_metric_history(run.info.run_id, "ray_startup_seconds")) == 1
+        startup = client.get_metric_history(run.info.run_id, "ray_startup_seconds")
+        assert len(startup) == 1 and 0 <= startup[0].value < 60  # trial start to its worker's start, once
         assert len(client.get_metric_history(run.info.run_id, "final_val_error")) == 1
 
 
@@ -393,9 +395,9 @@ def test_a_server_away_for_longer_than_the_patience_stops_the_phase_with_one_lin
     tracker.client = flaky
     callback = MlflowTrialCallback(tracker, "search", lambda config: ("run", config), budget=100)
     flaky.down = True
-    trial = _trial("t1", 0.1, {"iteration": 50, "val_error": 80.0})
+    trial = _trial("t1", 0.1, {"iteration": 50, "val_error": 80.0, WORKER_STARTED_AT: time.time()})
     callback.on_trial_start(0, [], trial)
-    callback.on_trial_result(0, [], trial, trial.last_result)
+    callback.on_trial_result(0, [], trial, trial.last_result)  # kept: open the run, its start-up, the evaluation
     started = time.monotonic()
     with pytest.raises(TrackingUnavailable, match=r"unreachable \(connection refused\), with 3 results of 1 trials"
                        ) as error:

@@ -101,6 +101,12 @@ def test_ray_job_submit_to_a_head_node_on_loopback(cifar_subset: Path, tmp_path:
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "Study job finished" in submit.stdout
         assert "succeeded" in submit.stdout
+        # What `ray job logs --follow` shows is the study's console: a line per trial start and end and the status
+        # line with its ETA, not Ray's trial tables or its workers' logs.
+        assert "start resnet20-A lr=" in submit.stdout and "end   resnet20-A lr=" in submit.stdout
+        assert "[search 1/1 done, 0 running, 0 pending | " in submit.stdout
+        assert " | resnet20-A 1/1 best val " in submit.stdout
+        assert "Trial status:" not in submit.stdout and "RayTrainWorker pid=" not in submit.stdout
         runs = _trial_runs(tmp_path / "mlflow.db", "job")
         assert len(runs) == 1 and runs[0].data.tags["status"] in ("completed", "stopped early")
         # Artifacts live next to the database, not in the job's temporary working directory.

@@ -55,6 +55,16 @@ def test_plain_nets_and_repeated_names_give_one_group_each() -> None:
     assert [group.key for group in spec.study_groups()] == ["plain20", "resnet20-B", "resnet20-A"]
 
 
+def test_first_look_spec_trains_the_papers_recipe_on_fig6s_networks_without_a_search() -> None:
+    spec = load_spec(SPECS / "cifar10_first_look.yaml")
+    assert [group.key for group in spec.study_groups()] == ["plain20", "plain56", "resnet56-A"]
+    assert not spec.search.searches and spec.search.fixed_point() == {"lr": 0.1, "weight_decay": 1e-4}
+    assert spec.train.final_seeds >= 2  # the answer's intervals need two seeds per group
+    config = spec.train_config(spec.study_groups()[2], spec.search.fixed_point(), seed=0)
+    assert (config.lr, config.weight_decay, config.momentum, config.batch_size) == (0.1, 1e-4, 0.9, 128)  # Sec. 4.2
+    assert spec.train.device == "cpu" and spec.resources.gpus_per_worker == 0
+
+
 def test_smoke_spec_is_tiny_and_cpu_only() -> None:
     spec = load_spec(SMOKE)
     assert [group.key for group in spec.study_groups()] == ["resnet20-A", "plain20"]
@@ -156,7 +166,12 @@ BAD_INPUTS = [
     (["search.lr.low=0"], "search.lr.low must be > 0"),
     (["search.lr.low=9.0"], "search.lr.low=9.0 >= search.lr.high=8.0: empty or inverted range"),
     (["search.weight_decay.high=1.0e-5"], "search.weight_decay.low=1e-05 >= search.weight_decay.high"),
-    (["search.trials_per_group=0"], "search.trials_per_group must be >= 1"),
+    (["search.trials_per_group=-1"], "search.trials_per_group must be >= 0"),
+    (["search.trials_per_group=0", "search.initial_points=[]"],
+     "search.trials_per_group=0 (no search) trains one configuration in every group: give it as one "
+     "search.initial_points entry"),
+    (["search.trials_per_group=0", "train.final_seeds=0"],
+     "search.trials_per_group=0 and train.final_seeds=0 train nothing: set train.final_seeds >= 1"),
     (["search.sampler=grid"], "search.sampler='grid' is unknown: use one of tpe, gp, random"),
     (["search.early_stopping=median"], "search.early_stopping='median' is unknown: use one of asha, none"),
     (["search.grace_evals=0"], "search.grace_evals must be >= 1"),

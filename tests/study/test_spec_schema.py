@@ -28,7 +28,7 @@ def test_the_committed_schema_is_the_generated_one(schema: dict) -> None:
         SCHEMA_FILE.name)
 
 
-@pytest.mark.parametrize("name", ["cifar10_depth.yaml", "smoke.yaml", "momentum.yaml"])
+@pytest.mark.parametrize("name", ["cifar10_depth.yaml", "smoke.yaml", "momentum.yaml", "cifar10_first_look.yaml"])
 def test_the_shipped_specs_follow_it(schema: dict, name: str) -> None:
     spec = yaml.safe_load((SCHEMA_FILE.parent / name).read_text())
     assert _errors(schema, spec) == []
