@@ -131,8 +131,9 @@ class ConsoleProgress(Callback):
         same_group = [t.trial_id for t in trials if trial_group(t.config) == trial_group(trial.config)]
         number = same_group.index(trial.trial_id) + 1 if trial.trial_id in same_group else len(same_group) + 1
         resumed = self._reached(trial)
-        self._line(f"start {self._name(trial)}  ({self.phase} trial {number} of {self.plan.trials(self.phase)}"
-                   + (f", from iteration {resumed:,}" if resumed else "") + ")", trials)
+        notes = [f"trial {number} of {self.plan.trials(self.phase)}"] if self.phase == SEARCH else []
+        notes += [f"from iteration {resumed:,}"] if resumed else []
+        self._line(f"start {self._name(trial)}" + (f"  ({', '.join(notes)})" if notes else ""), trials)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         if "iteration" in result:

@@ -119,6 +119,16 @@ def local_ray_environment() -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
+def quiet_frameworks() -> None:
+    """Without ``--verbose``, the console is the study's own (study.progress): MLflow's notes on creating its tables
+    are dropped (its warnings and errors still show), and Tune reports through the legacy engine, which at
+    verbosity 0 prints nothing -- Ray 2.60's new engine prints its experiment table and result paths even then."""
+    import mlflow  # noqa: F401 - configures its logger on import: set the level after
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
 def check_local_resources(spec: "StudySpec") -> None:
     """On a local Ray (no autoscaler to add nodes), a trial that can never fit is a mistake, not a wait."""
     import ray
@@ -132,14 +142,16 @@ def check_local_resources(spec: "StudySpec") -> None:
         ray.shutdown()
         raise ResnetCoreError(
             f"resources.gpus_per_worker={spec.resources.gpus_per_worker} needs {need_gpus:g} GPU per trial but "
-            f"this machine has {total.get('GPU', 0.0):g}: --set resources.gpus_per_worker=0 (and train.device=cpu)"
+            f"this machine has {total.get('GPU', 0.0):g}: --set resources.gpus_per_worker=0 --set train.device=cpu"
         )
     need_cpus = TRIAL_DRIVER_CPUS + spec.resources.workers_per_trial * spec.resources.cpus_per_worker
     if need_cpus > total.get("CPU", 0.0) + 1e-9:
+        fits = max(0.05, (total.get("CPU", 0.0) - TRIAL_DRIVER_CPUS) / spec.resources.workers_per_trial) // 0.05 * 0.05
         ray.shutdown()
         raise ResnetCoreError(
             f"a trial needs {need_cpus:g} CPUs (resources.workers_per_trial x cpus_per_worker + "
-            f"{TRIAL_DRIVER_CPUS} for its driver) but this machine has {total.get('CPU', 0.0):g}: lower them"
+            f"{TRIAL_DRIVER_CPUS} for its driver) but this machine has {total.get('CPU', 0.0):g}: "
+            f"--set resources.cpus_per_worker={fits:.2g} (or fewer resources.workers_per_trial)"
         )
 
 
@@ -238,8 +250,8 @@ def _main(argv: list[str], signals: StopSignals) -> int:
     from study.spec import load_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study created is noise
-    if not args.verbose:  # MLflow's notes on creating its tables; its warnings and errors still show
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if not args.verbose:
+        quiet_frameworks()
     # A trial reports checkpoints written between evaluations without metrics; Tune would refuse such a report.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     cwd = Path.cwd()
@@ -274,8 +286,10 @@ def _main(argv: list[str], signals: StopSignals) -> int:
 
     shown = address(uri) if is_server(uri) else uri
     storage = f"{spec.storage_path(cwd).rstrip('/')}/{spec.name}"
-    log.info("study %s: %d groups x %d trials on %s; MLflow %s (experiment %s); Ray state in %s", spec.name,
-             len(spec.study_groups()), spec.search.trials_per_group, where, shown, spec.experiment_name(), storage)
+    trials = (f"{spec.search.trials_per_group} trials" if spec.search.searches else "no search") + \
+        f" + {spec.train.final_seeds} final seeds"
+    log.info("study %s: %d groups x (%s) on %s; MLflow %s (experiment %s); Ray state in %s", spec.name,
+             len(spec.study_groups()), trials, where, shown, spec.experiment_name(), storage)
     started = time.perf_counter()
     try:
         results, table = run_study(spec, tracker, storage, data, signals, args.verbose)

@@ -57,7 +57,7 @@ def test_trial_lines_and_a_measured_eta_in_a_log() -> None:
     second = FakeTrial("b", {"group": "plain20", "lr": 0.2})
     trials = [first, second]
     progress.on_trial_start(0, trials, first)
-    assert "start resnet20-A lr=0.1  (search trial 1 of 2)" in stream.getvalue()
+    assert "start resnet20-A lr=0.1  (trial 1 of 2)" in stream.getvalue()
 
     clock.now = 10.0
     first.last_result = {"iteration": 50, "val_error": 60.0}
@@ -90,7 +90,7 @@ def test_stopped_early_and_failed_trials_say_so() -> None:
     trials = [stopped, failed]
     progress.on_trial_start(0, trials, stopped)
     progress.on_trial_start(0, trials, failed)
-    assert "(search trial 2 of 2)" in stream.getvalue()
+    assert "(trial 2 of 2)" in stream.getvalue()
     clock.now = 45.0
     stopped.last_result = {"iteration": 50, "val_error": 90.0}
     stopped.status = Trial.TERMINATED
@@ -122,6 +122,8 @@ def test_the_final_phase_counts_the_search_and_shows_test_errors() -> None:
     progress = console(stream, clock, phase=FINAL, done_before=4)
     trial = FakeTrial("a", {"final": {"group": "plain20", "seed": 0}, "group": "plain20", "lr": 0.1},
                       Trial.TERMINATED, {"iteration": 100, "test_error": 33.3})
+    progress.on_trial_start(0, [trial], trial)
+    assert "start plain20 lr=0.1  (from iteration 100)" in stream.getvalue()  # no search trial number in the final
     progress.on_experiment_end([trial])
     status = stream.getvalue().splitlines()[-1]
     assert "[4 search trials done; final 1/2 done, 0 running, 1 pending | ETA: measuring | resnet20-A 0/1 | " \
