@@ -6,9 +6,10 @@ study. On a terminal it is redrawn in place; elsewhere (a log file, ``ray job lo
 a line of its own every ``interval_s`` seconds, so a log reader sees the same progress.
 
 The ETA is measured, not assumed: the engine iterations the trials trained while this driver watched, over the
-wall time since it saw the first trial start (start-up, evaluation and idle time included), applied to the
-iterations still planned -- every pending trial at its full budget, the running ones' rest, the final
-retraining of every group. Early stopping can only make the study end sooner than that.
+wall time from the first trial's start to the last report (start-up, evaluation and idle time included), applied
+to the iterations still planned -- every pending trial at its full budget, the running ones' rest, the final
+retraining of every group -- less the time since that last report. Early stopping can only make the study end
+sooner than that.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class ConsoleProgress(Callback):
         self.first_iteration: dict[str, int] = {}  # trial id -> its iteration when first seen (a resumed trial's)
         self.iteration: dict[str, int] = {}
         self.watching_since: float | None = None
+        self.last_report: float | None = None  # when the last iteration count came in
         self.last_status = -math.inf
         self.shown = ""  # the status line now on the terminal
 
@@ -139,6 +141,7 @@ class ConsoleProgress(Callback):
         if "iteration" in result:
             self.first_iteration.setdefault(trial.trial_id, int(result["iteration"]))
             self.iteration[trial.trial_id] = int(result["iteration"])
+            self.last_report = self.clock()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
@@ -190,10 +193,12 @@ class ConsoleProgress(Callback):
                 sum(1 for t in trials if t.status == Trial.RUNNING))
 
     def _eta(self, trials: Sequence[Trial]) -> str:
-        if self.watching_since is None:
+        """Throughput and ETA as of the last report (trials report their iteration at evaluations and checkpoints
+        only: measured at "now", the rate would sag between reports), less the time since that report."""
+        if self.watching_since is None or self.last_report is None:
             return "ETA: measuring"
         trained = sum(self.iteration.get(t, first) - first for t, first in self.first_iteration.items())
-        elapsed = self.clock() - self.watching_since
+        elapsed = self.last_report - self.watching_since
         if trained <= 0 or elapsed <= 0:
             return "ETA: measuring"
         rate = trained / elapsed
@@ -201,7 +206,8 @@ class ConsoleProgress(Callback):
         unfinished = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
         left = sum(max(0, self.plan.iterations - self._reached(t)) for t in unfinished)
         left += max(0, planned - len(trials)) * self.plan.iterations + self.plan.iterations_after(self.phase)
-        return f"{rate:.1f} it/s, ETA {format_duration(left / rate)}"
+        eta = max(0.0, left / rate - (self.clock() - self.last_report))
+        return f"{rate:.1f} it/s, ETA {format_duration(eta)}"
 
     def _status(self, trials: Sequence[Trial], force_line: bool = False) -> None:
         self.last_status = self.clock()

@@ -72,6 +72,7 @@ def test_trial_lines_and_a_measured_eta_in_a_log() -> None:
     clock.now = 20.0
     progress.on_step_end(0, trials)  # within the 30 s interval: no second status line in a log
     assert stream.getvalue().count("ETA") == 1
+    assert progress._eta(trials) == "5.0 it/s, ETA 2 min"  # as of the last report (110 s), less the 10 s since
 
     first.last_result = {"iteration": 100, "val_error": 40.0}
     progress.on_trial_result(0, trials, first, first.last_result)
