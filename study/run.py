@@ -211,12 +211,6 @@ def tracking_unavailable(error: BaseException) -> "BaseException | None":
     return None
 
 
-def planned_trials(spec: "StudySpec") -> int:
-    """Every trial of a study: the search's trials and the final retrainings of each group."""
-    groups = len(spec.study_groups())
-    return groups * (spec.search.trials_per_group + spec.train.final_seeds)
-
-
 def resume_command(argv: Sequence[str], cwd: Path) -> str:
     """The command that continues this study: the same interpreter, script and arguments, from the same folder."""
     return f"cd {shlex.quote(str(cwd))} && {shlex.join([sys.executable, *argv])}"
@@ -281,7 +275,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
     except StudyInterrupted as stop:
         print(f"{PROG}: interrupted by {signal_name(stop.signal_number)} before the study started", file=sys.stderr)
         return stop.exit_code
-    from study.runner import run_study
+    from study.runner import run_study, study_plan
     from study.tracking import RUN_FAILED, RUN_KILLED
 
     shown = address(uri) if is_server(uri) else uri
@@ -298,7 +292,7 @@ def _main(argv: list[str], signals: StopSignals) -> int:
         number = getattr(stop, "signal_number", None) or signals.received or signal.SIGINT
         tracker.end_study(RUN_KILLED)
         print(f"{PROG}: interrupted by {signal_name(number)} after {tracker.trials_finished()} of "
-              f"{planned_trials(spec)} trials; resume with: {resume_command([PROG_PATH, *argv], cwd)}",
+              f"{study_plan(spec).total_trials} trials; resume with: {resume_command([PROG_PATH, *argv], cwd)}",
               file=sys.stderr)
         return 128 + number
     except Exception as error:

@@ -111,3 +111,23 @@ def test_the_ray_token_file_is_readable_by_its_owner_only(tmp_path: Path) -> Non
     path.chmod(0o644)  # as Ray itself would have written it
     assert ensure_private_token(path) == path and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == token  # an existing token is kept
+
+
+def test_every_option_of_the_study_command_shows_its_default() -> None:
+    options = [action for action in run_module.build_parser()._actions if action.dest != "help"]
+    assert [action.dest for action in options] == ["spec", "set", "verbose"]
+    assert all("default" in action.help for action in options)
+
+
+def test_a_bare_study_command_runs_the_paper_where_it_can_and_the_first_look_on_a_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    spec, why = run_module.default_spec()
+    assert spec.name == "cifar10_first_look.yaml" and spec.exists() and "no GPU here" in why
+    assert "--spec study/specs/cifar10_depth.yaml" in why  # the way to the paper's study, as the command takes it
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert run_module.default_spec()[0].name == "cifar10_depth.yaml"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # a cluster: its resources decide, as for any spec
+    assert run_module.default_spec()[0].name == "cifar10_depth.yaml"
