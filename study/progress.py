@@ -38,12 +38,19 @@ LOG_INTERVAL_S = 30.0
 @dataclass(frozen=True)
 class StudyPlan:
     """The trials a study will run: per group ``trials_per_group`` in the search, ``final_seeds`` in the final
-    retraining, each at most ``iterations`` engine iterations."""
+    retraining, each at most ``iterations`` engine iterations; ``costs`` weighs an iteration of each group (its
+    network's depth: a CIFAR net's work per image grows with it), so that the ETA of a study that measured only
+    its shallow groups so far is not their speed applied to the deep ones."""
 
     groups: tuple[str, ...]
     trials_per_group: int
     final_seeds: int
     iterations: int
+    costs: tuple[float, ...] = ()
+
+    def cost(self, group: str) -> float:
+        """The relative work of one iteration of ``group`` (1 where no costs are given)."""
+        return self.costs[self.groups.index(group)] if self.costs and group in self.groups else 1.0
 
     def trials(self, phase: str) -> int:
         """Trials of one group in ``phase``."""
@@ -53,9 +60,11 @@ class StudyPlan:
     def total_trials(self) -> int:
         return len(self.groups) * (self.trials_per_group + self.final_seeds)
 
-    def iterations_after(self, phase: str) -> int:
-        """Engine iterations of the phases after ``phase`` (the final retraining, after the search)."""
-        return len(self.groups) * self.final_seeds * self.iterations if phase == SEARCH else 0
+    def work_after(self, phase: str) -> float:
+        """The weighted iterations of the phases after ``phase`` (the final retraining, after the search)."""
+        if phase != SEARCH:
+            return 0.0
+        return sum(self.final_seeds * self.iterations * self.cost(group) for group in self.groups)
 
 
 def trial_group(config: Mapping[str, Any]) -> str:
@@ -194,20 +203,26 @@ class ConsoleProgress(Callback):
 
     def _eta(self, trials: Sequence[Trial]) -> str:
         """Throughput and ETA as of the last report (trials report their iteration at evaluations and checkpoints
-        only: measured at "now", the rate would sag between reports), less the time since that report."""
+        only: measured at "now", the rate would sag between reports), less the time since that report. Work is
+        counted in iterations weighted by each group's cost; the rate shown is in plain iterations."""
         if self.watching_since is None or self.last_report is None:
             return "ETA: measuring"
-        trained = sum(self.iteration.get(t, first) - first for t, first in self.first_iteration.items())
+        groups = {t.trial_id: trial_group(t.config) for t in trials}
+        done = {t: self.iteration.get(t, first) - first for t, first in self.first_iteration.items()}
+        trained = sum(done.values())
+        work = sum(count * self.plan.cost(groups.get(t, "")) for t, count in done.items())
         elapsed = self.last_report - self.watching_since
         if trained <= 0 or elapsed <= 0:
             return "ETA: measuring"
-        rate = trained / elapsed
-        planned = len(self.plan.groups) * self.plan.trials(self.phase)
-        unfinished = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-        left = sum(max(0, self.plan.iterations - self._reached(t)) for t in unfinished)
-        left += max(0, planned - len(trials)) * self.plan.iterations + self.plan.iterations_after(self.phase)
-        eta = max(0.0, left / rate - (self.clock() - self.last_report))
-        return f"{rate:.1f} it/s, ETA {format_duration(eta)}"
+        left = self.plan.work_after(self.phase)
+        for group in self.plan.groups:
+            mine = [t for t in trials if trial_group(t.config) == group]
+            unfinished = [t for t in mine if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+            iterations = sum(max(0, self.plan.iterations - self._reached(t)) for t in unfinished)
+            iterations += max(0, self.plan.trials(self.phase) - len(mine)) * self.plan.iterations
+            left += iterations * self.plan.cost(group)
+        eta = max(0.0, left / (work / elapsed) - (self.clock() - self.last_report))
+        return f"{trained / elapsed:.1f} it/s, ETA {format_duration(eta)}"
 
     def _status(self, trials: Sequence[Trial], force_line: bool = False) -> None:
         self.last_status = self.clock()

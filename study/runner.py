@@ -114,8 +114,9 @@ def concurrent_trials(spec: StudySpec) -> int:
 
 def study_plan(spec: StudySpec) -> StudyPlan:
     """The trials the study will run, for its console."""
-    return StudyPlan(tuple(g.key for g in spec.study_groups()), spec.search.trials_per_group, spec.train.final_seeds,
-                     spec.train.iterations)
+    groups = spec.study_groups()
+    return StudyPlan(tuple(g.key for g in groups), spec.search.trials_per_group, spec.train.final_seeds,
+                     spec.train.iterations, costs=tuple(float(g.depth) for g in groups))
 
 
 def tune_verbosity(verbose: bool) -> int:

@@ -131,6 +131,22 @@ def test_the_final_phase_counts_the_search_and_shows_test_errors() -> None:
            "plain20 1/1 best test 33.3%]" in status
 
 
+def test_the_eta_weighs_each_groups_iterations_by_its_cost() -> None:
+    """Measured on a shallow net only, the deep one's iterations count for more (its depth, in a study)."""
+    plan = StudyPlan(groups=("plain20", "plain56"), trials_per_group=1, final_seeds=0, iterations=100,
+                     costs=(20.0, 56.0))
+    clock = Clock()
+    progress = ConsoleProgress(plan, SEARCH, describe, stream=io.StringIO(), clock=clock)
+    shallow = FakeTrial("a", {"group": "plain20", "lr": 0.1}, Trial.RUNNING)
+    trials = [shallow]
+    progress.on_trial_start(0, trials, shallow)
+    clock.now = 10.0
+    shallow.last_result = {"iteration": 50}
+    progress.on_trial_result(0, trials, shallow, shallow.last_result)
+    # 50 plain-20 iterations in 10 s = 100 work units/s; left: 50 x 20 + 100 x 56 = 6,600 units = 66 s (not 15 s).
+    assert progress._eta(trials) == "5.0 it/s, ETA 66 s"
+
+
 def test_the_console_survives_tunes_pickling_without_its_stream() -> None:
     progress = console(io.StringIO(), Clock())
     restored = pickle.loads(pickle.dumps(progress))
