@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +123,14 @@ def tune_verbosity(verbose: bool) -> int:
     return 1 if verbose else 0
 
 
+def _callbacks(spec: StudySpec, tracker: StudyTracker, phase: str) -> list[tune.Callback]:
+    """A phase's Tune callbacks: its trials to MLflow, and to the console."""
+    namer, plan = TrialNamer(spec.to_dict()), study_plan(spec)
+    done_before = len(plan.groups) * plan.trials_per_group if phase == FINAL else 0
+    return [MlflowTrialCallback(tracker, phase, namer, spec.train.iterations),
+            ConsoleProgress(plan, phase, namer, done_before=done_before)]
+
+
 def _trainable(spec: StudySpec, storage: str) -> Any:
     bound = tune.with_parameters(trial_driver, spec=spec.to_dict(), storage_path=f"{storage}/train")
     return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
@@ -147,9 +154,7 @@ def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes
         concurrent=concurrent_trials(spec) > 1,
     )
     trainable = _trainable(spec, storage)
-    namer = TrialNamer(spec.to_dict())
-    callbacks = [MlflowTrialCallback(tracker, SEARCH, namer, spec.train.iterations),
-                 ConsoleProgress(study_plan(spec), SEARCH, namer)]
+    callbacks = _callbacks(spec, tracker, SEARCH)
 
     def make() -> tune.Tuner:
         return tune.Tuner(
@@ -229,10 +234,7 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
     runs = [{"group": c.group.key, **(c.values or {}), "seed": spec.train.seed + s, "phase": "final"}
             for c in usable for s in range(spec.train.final_seeds)]
     trainable = _trainable(spec, storage)
-    namer = TrialNamer(spec.to_dict())
-    plan = study_plan(spec)
-    callbacks = [MlflowTrialCallback(tracker, FINAL, namer, spec.train.iterations),
-                 ConsoleProgress(plan, FINAL, namer, done_before=len(plan.groups) * plan.trials_per_group)]
+    callbacks = _callbacks(spec, tracker, FINAL)
 
     def make() -> tune.Tuner:
         return tune.Tuner(
@@ -291,24 +293,21 @@ def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageD
     A stop signal ends the running phase gracefully and raises :class:`~study.stop_signals.StudyInterrupted`.
     """
     tracker.log_spec(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    started = time.perf_counter()
     if spec.search.searches:
-        grid = run_search(spec, tracker, storage, data.num_classes, signals, verbose)
-        tracker.note_seconds(SEARCH, time.perf_counter() - started)
+        with tracker.timed(SEARCH):
+            grid = run_search(spec, tracker, storage, data.num_classes, signals, verbose)
         choices = choose(spec, grid, data.num_classes)
     else:
         choices = [Choice(group, spec.search.fixed_point(), math.nan, 0, 0) for group in spec.study_groups()]
-    started = time.perf_counter()
-    final = run_final(spec, choices, tracker, storage, signals, verbose)
-    tracker.note_seconds(FINAL, time.perf_counter() - started)
-    started = time.perf_counter()
-    results = summarise(spec, choices, final)
-    budget = study_budget(spec)
-    models = final_models(spec, final, tracker, data)
-    released = release(spec, models, results, tracker, data)
-    sentences = publish_report(spec, tracker, results, budget, models, data)
+    with tracker.timed(FINAL):
+        final = run_final(spec, choices, tracker, storage, signals, verbose)
+    with tracker.timed("report"):
+        results = summarise(spec, choices, final)
+        budget = study_budget(spec)
+        models = final_models(spec, final, tracker, data)
+        released = release(spec, models, results, tracker, data)
+        sentences = publish_report(spec, tracker, results, budget, models, data)
     lines = ["The answer:", *[f"- {sentence}" for sentence in sentences], "", format_table(results, budget)]
     if released:
         lines += ["", "Models: " + ", ".join(released.values())]
-    tracker.note_seconds("report", time.perf_counter() - started)
     return results, "\n".join(lines)

@@ -165,6 +165,13 @@ class StudyTracker:
         return self._patiently("finding a trial's run", self._find, {"resnet.study": self.study,
                                                                      "resnet.trial_id": trial_id})
 
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """:meth:`note_seconds` of what runs inside, when it ends without an error."""
+        started = time.perf_counter()
+        yield
+        self.note_seconds(part, time.perf_counter() - started)
+
     def note_seconds(self, part: str, seconds: float) -> None:
         """Tag the study's run with the wall seconds one part of it took in this start of the study
         (``resnet.seconds.search``, ...; a resumed study overwrites them with its own)."""
