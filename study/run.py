@@ -250,11 +250,10 @@ def _main(argv: list[str], signals: StopSignals) -> int:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     cwd = Path.cwd()
     try:
-        spec_file = args.spec
-        if spec_file is None:
-            spec_file, why = default_spec()
-            log.info("no --spec given: running %s (%s)", spec_file.name, why)
+        spec_file, why = (Path(args.spec), "") if args.spec else default_spec()
         spec = with_absolute_paths(load_spec(spec_file, args.set), cwd)
+        if why:  # said once the spec is known good: a mistake stays one line
+            log.info("no --spec given: running %s (%s)", spec_file.name, why)
         uri = spec.tracking_uri(cwd)
         check_tracking(uri)
         check_resumable(spec, uri)
