@@ -127,8 +127,8 @@ def run_service(args: argparse.Namespace, name: str, extra: list[str]) -> dict[s
         for override in study_overrides(args, scratch) + extra:
             command += ["--set", override]
         started = time.perf_counter()
-        environment = {**os.environ, "PYTHONPATH": str(args.repo)}  # that checkout's code, in Ray's workers too
-        done = subprocess.run(command, capture_output=True, text=True, cwd=scratch, check=False, env=environment)
+        env = {**os.environ, "PYTHONPATH": str(args.repo)}  # that checkout's code, in Ray's workers too
+        done = subprocess.run(command, capture_output=True, text=True, cwd=scratch, check=False, env=env)
         wall = time.perf_counter() - started
         (scratch / "console.txt").write_text(done.stdout + done.stderr)
         if done.returncode != 0:

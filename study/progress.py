@@ -33,6 +33,8 @@ TERMINAL_REFRESH_S = 1.0
 """How often the status line is redrawn in place on a terminal."""
 LOG_INTERVAL_S = 30.0
 """How often the status line is printed as a line of its own where the output is not a terminal."""
+FINISHED = (Trial.TERMINATED, Trial.ERROR)
+"""Tune's states of a trial that has ended (completed, stopped early or failed)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ def trial_group(config: Mapping[str, Any]) -> str:
     return str(config.get("group") or config.get("final", {}).get("group", "?"))
 
 
+def by_group(trials: Sequence[Trial]) -> dict[str, list[Trial]]:
+    """``trials`` by their group, in Tune's order (its order of creation)."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault(trial_group(trial.config), []).append(trial)
+    return groups
+
+
 def format_duration(seconds: float) -> str:
     """``45 s``, ``12 min``, ``2 h 05 min``: how long, to the precision a person waiting needs."""
     if not math.isfinite(seconds):
@@ -95,18 +105,17 @@ def error_reason(trial: Trial) -> str:
 class ConsoleProgress(Callback):
     """A Tune callback that prints a phase's trial lines and the study's status line (in the study's driver).
 
-    ``describe`` maps a trial's Tune config to its name (group and values, as the MLflow run is named);
-    ``done_before`` is the number of trials earlier phases finished. Nothing here is kept across a resume:
+    ``describe`` maps a trial's Tune config to its name (group and values, as the MLflow run is named). The final
+    phase's status line counts the search's trials before its own. Nothing here is kept across a resume:
     every count is read from Tune's trials at each event, and the throughput is measured anew.
     """
 
     def __init__(self, plan: StudyPlan, phase: str, describe: Callable[[dict[str, Any]], tuple[str, Any]], *,
-                 done_before: int = 0, stream: TextIO | None = None, interval_s: float | None = None,
+                 stream: TextIO | None = None, interval_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
         self.phase = phase
         self.describe = describe
-        self.done_before = done_before
         self._stream = stream
         self._interval_s = interval_s
         self.clock = clock
@@ -126,7 +135,7 @@ class ConsoleProgress(Callback):
         self.shown = ""  # the status line now on the terminal
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("plan", "phase", "describe", "done_before", "_interval_s", "clock")
+        keep = ("plan", "phase", "describe", "_interval_s", "clock")
         return {key: self.__dict__[key] for key in keep} | {"_stream": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -139,7 +148,7 @@ class ConsoleProgress(Callback):
         self.watching_since = now if self.watching_since is None else self.watching_since
         self.started[trial.trial_id] = now
         self.first_iteration.setdefault(trial.trial_id, self._reached(trial))
-        same_group = [t.trial_id for t in trials if trial_group(t.config) == trial_group(trial.config)]
+        same_group = [t.trial_id for t in by_group(trials).get(trial_group(trial.config), [])]
         number = same_group.index(trial.trial_id) + 1 if trial.trial_id in same_group else len(same_group) + 1
         resumed = self._reached(trial)
         notes = [f"trial {number} of {self.plan.trials(self.phase)}"] if self.phase == SEARCH else []
@@ -182,12 +191,14 @@ class ConsoleProgress(Callback):
         total = len(self.plan.groups) * per_group
         done, running = self._counts(trials)
         head = f"{self.phase} {done}/{total} done, {running} running, {total - done - running} pending"
-        if self.done_before:
-            head = f"{self.done_before} search trials done; {head}"
+        searched = len(self.plan.groups) * self.plan.trials_per_group if self.phase == FINAL else 0
+        if searched:
+            head = f"{searched} search trials done; {head}"
         parts = [head, self._eta(trials)]
         metric = PHASE_METRIC[self.phase]
+        grouped = by_group(trials)
         for group in self.plan.groups:
-            mine = [t for t in trials if trial_group(t.config) == group]
+            mine = grouped.get(group, [])
             finished, active = self._counts(mine)
             values = [float(t.last_result[metric]) for t in mine if (t.last_result or {}).get(metric) is not None]
             values = [v for v in values if math.isfinite(v)]
@@ -198,7 +209,7 @@ class ConsoleProgress(Callback):
     @staticmethod
     def _counts(trials: Sequence[Trial]) -> tuple[int, int]:
         """(finished, running) among ``trials``."""
-        return (sum(1 for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)),
+        return (sum(1 for t in trials if t.status in FINISHED),
                 sum(1 for t in trials if t.status == Trial.RUNNING))
 
     def _eta(self, trials: Sequence[Trial]) -> str:
@@ -215,9 +226,10 @@ class ConsoleProgress(Callback):
         if trained <= 0 or elapsed <= 0:
             return "ETA: measuring"
         left = self.plan.work_after(self.phase)
+        grouped = by_group(trials)
         for group in self.plan.groups:
-            mine = [t for t in trials if trial_group(t.config) == group]
-            unfinished = [t for t in mine if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+            mine = grouped.get(group, [])
+            unfinished = [t for t in mine if t.status not in FINISHED]
             iterations = sum(max(0, self.plan.iterations - self._reached(t)) for t in unfinished)
             iterations += max(0, self.plan.trials(self.phase) - len(mine)) * self.plan.iterations
             left += iterations * self.plan.cost(group)

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 PAPER_SPEC = "study/specs/cifar10_depth.yaml"
 CPU_SPEC = "study/specs/cifar10_first_look.yaml"
+"""The two specs a bare ``study/run.py`` chooses between, as the command line names them."""
 
 
 def default_spec() -> tuple[Path, str]:
@@ -67,13 +68,15 @@ def default_spec() -> tuple[Path, str]:
     finishes in minutes."""
     import torch
 
-    folder = Path(__file__).resolve().parent / "specs"
+    from study.spec import default_spec_path
+
+    paper = default_spec_path()
     if os.environ.get("RAY_ADDRESS"):
-        return folder / Path(PAPER_SPEC).name, "the paper's study, on the Ray cluster at RAY_ADDRESS"
+        return paper, "the paper's study, on the Ray cluster at RAY_ADDRESS"
     if torch.cuda.is_available():
-        return folder / Path(PAPER_SPEC).name, "the paper's study, a GPU is at hand"
-    return folder / Path(CPU_SPEC).name, (f"no GPU here: a first look a CPU finishes; the paper's study is --spec "
-                                          f"{PAPER_SPEC} on a GPU machine")
+        return paper, "the paper's study, a GPU is at hand"
+    return paper.with_name(Path(CPU_SPEC).name), (f"no GPU here: a first look a CPU finishes; the paper's study is "
+                                                  f"--spec {PAPER_SPEC} on a GPU machine")
 
 
 def connect_ray(address: str | None, verbose: bool = False) -> str:

@@ -125,10 +125,9 @@ def tune_verbosity(verbose: bool) -> int:
 
 def _callbacks(spec: StudySpec, tracker: StudyTracker, phase: str) -> list[tune.Callback]:
     """A phase's Tune callbacks: its trials to MLflow, and to the console."""
-    namer, plan = TrialNamer(spec.to_dict()), study_plan(spec)
-    done_before = len(plan.groups) * plan.trials_per_group if phase == FINAL else 0
+    namer = TrialNamer(spec.to_dict())
     return [MlflowTrialCallback(tracker, phase, namer, spec.train.iterations),
-            ConsoleProgress(plan, phase, namer, done_before=done_before)]
+            ConsoleProgress(study_plan(spec), phase, namer)]
 
 
 def _trainable(spec: StudySpec, storage: str) -> Any:

@@ -120,7 +120,7 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place() -> None:
 
 def test_the_final_phase_counts_the_search_and_shows_test_errors() -> None:
     stream, clock = io.StringIO(), Clock()
-    progress = console(stream, clock, phase=FINAL, done_before=4)
+    progress = console(stream, clock, phase=FINAL)  # after PLAN's search: 2 groups x 2 trials
     trial = FakeTrial("a", {"final": {"group": "plain20", "seed": 0}, "group": "plain20", "lr": 0.1},
                       Trial.TERMINATED, {"iteration": 100, "test_error": 33.3})
     progress.on_trial_start(0, [trial], trial)
