@@ -6,7 +6,9 @@ checked here, before any trial starts; each problem is a one-line :class:`SpecEr
 Defaults follow He et al. 2015, Sec. 4.2 (CIFAR-10): a 45k/5k train/validation split, mini-batch 128,
 momentum 0.9, 64k iterations with the learning rate divided by 10 at 32k and 48k (fractions 0.5 and 0.75)
 and per-pixel mean subtraction. The paper fixes lr 0.1 and weight decay 1e-4; the default log-uniform
-search ranges contain both, so the search can find the paper's recipe.
+search ranges contain both, so the search can find the paper's recipe. A study of ``dataset.name: imagenet``
+starts from the ImageNet recipe instead (Sec. 3.4, :data:`IMAGENET_STUDY_DEFAULTS`): mini-batch 256 over all
+of a trial's workers, the rate divided by 10 when the held-out error plateaus, up to 600k iterations.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ import yaml
 from pydantic import ConfigDict, with_config
 
 from resnet_core import ConfigError, ResnetCoreError, TrainConfig, list_models, model_info
-from resnet_core.data.sources import DATASETS
 from resnet_core.engine.config import RESUMABLE_CHANGES, field_specs
-from resnet_core.options import COMPILE_MODES, SHORTCUT_OPTIONS
+from resnet_core.options import CIFAR_DATASETS, COMPILE_MODES, DATASET_TITLES, DATASETS, SHORTCUT_OPTIONS
 
 SHORTCUTS = SHORTCUT_OPTIONS
 SAMPLERS = ("tpe", "gp", "random")
@@ -51,6 +52,22 @@ the seeds, and how fast or where a run executes (which do not change what it com
 LOG_BY_DEFAULT = ("lr", "weight_decay")
 """Searched on a log scale unless the range says ``log: false`` (scale parameters; the spec has always searched
 them log-uniformly). Every other range is uniform unless it says ``log: true``."""
+IMAGENET_STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dataset": {"val_split": 10_000},
+    "train": {"batch_size": 256, "iterations": 600_000, "milestones": [], "eval_every": 5_000},
+}
+"""The keys in which a study of ``dataset.name: imagenet`` starts from the paper's ImageNet recipe (Sec. 3.4) rather
+than the CIFAR one: "SGD with a mini-batch size of 256 ... divided by 10 when the error plateaus, and the models are
+trained for up to 60 x 10^4 iterations" (the plateau schedule and the rate's linear scaling with the batch come with
+the engine's ImageNet recipe); an evaluation about every 5k iterations (an epoch at batch 256 is 5k); 10k training
+images held out for the search (the paper reports the 50k val images, which a search must not tune on). A key the
+spec gives keeps its value."""
+FAMILY_OF_DATASET = {**{name: "cifar" for name in CIFAR_DATASETS}, "imagenet": "imagenet"}
+"""Which architectures (registry family) each dataset's pipeline feeds: 32x32 CIFAR nets (Sec. 4.2), 224x224
+ImageNet nets (Table 1)."""
+PINNED_SHORTCUT = re.compile(r"(?P<arch>.+)-(?P<option>[A-Za-z])")
+"""``resnet50-B`` under ``groups.archs``: one architecture with its own shortcut option, whatever
+``groups.shortcuts`` says (Table 3's ResNet-50 is option B only)."""
 T = TypeVar("T")
 DOCUMENTED = ConfigDict(use_attribute_docstrings=True)
 """Each key's docstring becomes its description in the spec's JSON Schema (:mod:`study.spec_schema`)."""
@@ -155,9 +172,13 @@ def _default_space() -> dict[str, SearchRange]:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str = "cifar10"
+    """cifar10 or cifar100 (the CIFAR pipeline, Sec. 4.2), or imagenet: any ImageNet-style folder or .tar.gz with
+    train/<wnid>/ and val/<wnid>/ (full ImageNet, a subset, Imagenette, Tiny ImageNet; the classes are read from
+    the data; val/ is the test set, as the paper reports ImageNet's val images, Sec. 4.1)."""
     path: str = "data"
     val_split: int = 5000
-    """Held-out training images; the search minimises their error (the paper's 45k/5k split, Sec. 4.2)."""
+    """Held-out training images; the search minimises their error (the paper's 45k/5k split, Sec. 4.2; ImageNet
+    studies default to 10000)."""
     download: bool = True
     cache_dir: str | None = None
 
@@ -168,30 +189,43 @@ class DatasetSpec:
                                       "the validation error, so hold out images (the paper used 5000, Sec. 4.2)")
 
 
+def study_architectures() -> dict[str, list[str]]:
+    """The architectures a study may name, by registry family: every registered net of fixed depth."""
+    usable: dict[str, list[str]] = {}
+    for name in list_models():
+        info = model_info(name)
+        if "depth" in info.fixed:
+            usable.setdefault(info.family, []).append(name)
+    return usable
+
+
 @with_config(DOCUMENTED)
 @dataclass(frozen=True)
 class GroupsSpec:
     """Architectures x shortcut options (x any other crossed field); each combination is tuned separately (plain
     nets have no shortcut)."""
 
-    archs: tuple[str, ...] = field(metadata={"hint": "list the CIFAR architectures, e.g. [resnet20, plain20]"})
+    archs: tuple[str, ...] = field(metadata={"hint": "list the architectures, e.g. [resnet20, plain20] (CIFAR) or "
+                                                     "[resnet18, plain18] (ImageNet)"})
+    """Registered architectures of one family: CIFAR (resnet20 ... resnet1202, plain20 ...) or ImageNet
+    (resnet18 ... resnet152, plain18, plain34). ``resnet50-B`` pins a residual net to one shortcut option,
+    whatever ``shortcuts`` says."""
     shortcuts: tuple[str, ...] = ("A",)
-    """Option A, zero-padding identity shortcuts, is the paper's CIFAR choice (Sec. 4.2); B/C: Table 3."""
+    """Option A, zero-padding identity shortcuts, is the paper's CIFAR choice (Sec. 4.2) and that of its ImageNet
+    Table 2; B/C: Table 3."""
     cross: Mapping[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"extras": "groups"})
     """Any other TrainConfig field by name with a list of values (``batch_size: [128, 256]``): every group is
     repeated for each value, each tuned separately."""
 
     def __post_init__(self) -> None:
-        usable = ", ".join(name for name in list_models("cifar") if "depth" in model_info(name).fixed)
-        _require(self.archs, f"groups.archs is empty: list at least one architecture of {usable}")
-        for i, arch in enumerate(self.archs):
-            key = f"groups.archs[{i}]"
-            try:
-                info = model_info(arch)
-            except ConfigError:
-                raise SpecError(f"{key}: unknown architecture {arch!r}: use one of {usable}") from None
-            _require(info.family == "cifar", f"{key}: {arch} is a {info.family} model, not a CIFAR one: use {usable}")
-            _require("depth" in info.fixed, f"{key}: {arch} has no fixed depth: use one of {usable}")
+        usable = study_architectures()
+        every = ", ".join(name for names in usable.values() for name in names)
+        _require(self.archs, f"groups.archs is empty: list at least one architecture of {every}")
+        for i, entry in enumerate(self.archs):
+            self._checked_entry(f"groups.archs[{i}]", entry, usable)
+        families = {model_info(arch).family for arch, _ in self.entries()}
+        _require(len(families) == 1, f"groups.archs={list(self.archs)} mixes CIFAR and ImageNet architectures: a "
+                                     "study trains one dataset, so list architectures of one family")
         _require(self.shortcuts, "groups.shortcuts is empty: use one or more of A, B, C (paper Table 3)")
         for i, option in enumerate(self.shortcuts):
             _require(option in SHORTCUTS, f"groups.shortcuts[{i}]: unknown shortcut option {option!r}: use "
@@ -199,6 +233,39 @@ class GroupsSpec:
         for name, values in self.cross.items():
             _require(values, f"groups.{name} is empty: list the values to cross, e.g. {name}: [a, b]")
             _require(len(set(map(repr, values))) == len(values), f"groups.{name} repeats a value")
+
+    @staticmethod
+    def _checked_entry(key: str, entry: str, usable: Mapping[str, list[str]]) -> None:
+        known = {name for names in usable.values() for name in names}
+        every = ", ".join(name for names in usable.values() for name in names)
+        if entry in known:
+            return
+        _require(entry not in set(list_models()), f"{key}: {entry} has no fixed depth: use one of {every}")
+        pinned = PINNED_SHORTCUT.fullmatch(entry)
+        _require(pinned is not None and pinned["arch"] in known,
+                 f"{key}: unknown architecture {entry!r}: use one of {every} (or e.g. resnet50-B for one shortcut "
+                 "option)")
+        arch, option = pinned["arch"], pinned["option"]
+        _require(model_info(arch).residual, f"{key}: {arch} is a plain net (no shortcuts, paper Fig. 3 middle), so it "
+                                            f"takes no option {option}: write {arch}")
+        _require(option in SHORTCUTS, f"{key}: unknown shortcut option {option!r} of {arch}: use "
+                                      f"{', '.join(f'{arch}-{o}' for o in SHORTCUTS)} (paper Table 3)")
+
+    def entries(self) -> list[tuple[str, str | None]]:
+        """``(architecture, its pinned shortcut option or None)`` of every ``archs`` entry, in order."""
+        found = []
+        for entry in self.archs:
+            pinned = PINNED_SHORTCUT.fullmatch(entry)
+            if pinned is not None and entry not in set(list_models()):
+                found.append((pinned["arch"], pinned["option"]))
+            else:
+                found.append((entry, None))
+        return found
+
+    @property
+    def family(self) -> str:
+        """The registry family of the architectures: ``cifar`` or ``imagenet``."""
+        return model_info(self.entries()[0][0]).family
 
 
 @with_config(DOCUMENTED)
@@ -274,10 +341,16 @@ class SearchSpec:
 @dataclass(frozen=True)
 class TrainSpec:
     iterations: int = 64_000
+    """Iterations per trial: the paper's 64k on CIFAR (Sec. 4.2); an ImageNet study defaults to its "up to 60 x
+    10^4" (Sec. 3.4)."""
     batch_size: int = 128
+    """Images per SGD step over all of a trial's workers: 128 on CIFAR (Sec. 4.2), 256 on ImageNet (Sec. 3.4)."""
     milestones: tuple[float, ...] = (0.5, 0.75)
-    """Fractions of ``iterations`` where the lr drops 10x: the paper's 32k and 48k of 64k (Sec. 4.2)."""
+    """Fractions of ``iterations`` where the lr drops 10x: the paper's 32k and 48k of 64k (Sec. 4.2). An ImageNet
+    study defaults to none, its rate divided when the error plateaus (Sec. 3.4; ``lr_schedule: step`` with fractions
+    such as [0.33, 0.67] gives a schedule in epochs, e.g. 30 and 60 of 90)."""
     eval_every: int = 2000
+    """Iterations between evaluations (2000 on CIFAR; 5000, about an epoch at batch 256, on ImageNet)."""
     final_seeds: int = 3
     """Retrainings of each group's best point on the full training set; 0 skips them."""
     seed: int = 0
@@ -374,6 +447,14 @@ class StudySpec:
         _require(_NAME.fullmatch(self.name) and self.name not in (".", ".."),
                  f"name={self.name!r} is not usable as a directory or experiment name: use letters, digits, "
                  "'-', '_' and '.' only")
+        family, wanted = self.groups.family, FAMILY_OF_DATASET[self.dataset.name]
+        if family != wanted:
+            usable = ", ".join(study_architectures().get(wanted, []))
+            other = "imagenet" if family == "imagenet" else "cifar10"
+            kind = "an ImageNet" if family == "imagenet" else "a CIFAR"
+            raise SpecError(f"groups.archs: {self.groups.archs[0]} is {kind} architecture but dataset.name="
+                            f"{self.dataset.name}: use "
+                            f"{DATASET_TITLES[self.dataset.name]} architectures ({usable}) or dataset.name={other}")
         batch, workers = self.train.batch_size, self.resources.workers_per_trial
         _require(batch % workers == 0, f"train.batch_size={batch} is not divisible by resources.workers_per_trial="
                                        f"{workers}: each worker takes an equal share of the batch")
@@ -435,9 +516,10 @@ class StudySpec:
         """archs x shortcuts x crossed values, in spec order; a plain net gives one group whatever the shortcuts."""
         crossed = [[(name, value) for value in values] for name, values in self.groups.cross.items()]
         groups: list[Group] = []
-        for arch in self.groups.archs:
+        for arch, pinned in self.groups.entries():
             info = model_info(arch)
-            for option in self.groups.shortcuts if info.residual else (None,):
+            options = (pinned,) if pinned else self.groups.shortcuts
+            for option in options if info.residual else (None,):
                 for settings in itertools.product(*crossed):
                     group = Group(arch, option, int(info.depth or 0), info.residual, tuple(settings))
                     if group not in groups:
@@ -458,6 +540,8 @@ class StudySpec:
                  "device": train.device, "eval_every": eval_every, "checkpoint_every": eval_every, "bf16": train.bf16,
                  "channels_last": train.channels_last, "compile": train.compile,
                  "checkpoint_seconds": 60.0 * train.checkpoint_minutes}
+        if data.name == "imagenet":
+            fixed["workers"] = loader_workers(self.resources.cpus_per_worker)
         chosen = {name: _typed(name, value) for name, value in {**(values or {}), **searched}.items()}
         return TrainConfig.from_dict({**fixed, **train.overrides, **dict(group.settings), **chosen})
 
@@ -483,6 +567,13 @@ class StudySpec:
         """Plain YAML-able values (lists, not tuples), in the spec's own form (searched, crossed and ``train:``
         fields by name); ``spec_from_dict(spec.to_dict()) == spec``."""
         return _plain(_section(self))
+
+
+def loader_workers(cpus_per_worker: float) -> int:
+    """DataLoader processes of an ImageNet trial's worker, from the CPUs Ray gives the worker: all but the one that
+    trains (on a GPU: feeds it), none below two CPUs (the worker then decodes its images itself). The engine's own
+    default counts the CPUs of the machine, which a worker of a shared node does not own; ``train.workers`` sets it."""
+    return max(int(cpus_per_worker) - 1, 0)
 
 
 def _section(value: Any) -> Any:
@@ -583,8 +674,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
-    """Build and validate a spec from untyped input; unknown keys fail with the list of valid ones."""
-    return _build(StudySpec, data, "")
+    """Build and validate a spec from untyped input; unknown keys fail with the list of valid ones. A study of
+    ImageNet starts from the ImageNet recipe (:data:`IMAGENET_STUDY_DEFAULTS`) where the spec is silent."""
+    return _build(StudySpec, with_recipe_defaults(data), "")
+
+
+def with_recipe_defaults(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with the keys of :data:`IMAGENET_STUDY_DEFAULTS` it does not give, when its dataset is ImageNet."""
+    dataset = data.get("dataset") if isinstance(data, Mapping) else None
+    if not isinstance(dataset, Mapping) or dataset.get("name") != "imagenet":
+        return data
+    filled = dict(data)
+    for section, defaults in IMAGENET_STUDY_DEFAULTS.items():
+        given = filled.get(section)
+        if given is None or isinstance(given, Mapping):
+            filled[section] = {**defaults, **(given or {})}
+    return filled
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
@@ -717,6 +822,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["DatasetSpec", "Group", "GroupsSpec", "MlflowSpec", "ResourcesSpec", "SearchRange", "SearchSpec",
+__all__ = ["IMAGENET_STUDY_DEFAULTS",
+           "DatasetSpec", "Group", "GroupsSpec", "MlflowSpec", "ResourcesSpec", "SearchRange", "SearchSpec",
            "SpecError", "StudySpec", "TrainSpec", "changed_keys", "check_resumable", "default_spec_path", "load_spec",
-           "parse_override", "spec_from_dict"]
+           "loader_workers", "parse_override", "spec_from_dict", "study_architectures"]

@@ -236,7 +236,7 @@ def test_non_cifar_architecture_is_rejected(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(spec_module, "model_info", fake_model_info)
     message = _error("groups.archs=[resnet20, resnet50]")
-    assert message.startswith("groups.archs[1]: resnet50 is a imagenet model, not a CIFAR one")
+    assert message.startswith("groups.archs=['resnet20', 'resnet50'] mixes CIFAR and ImageNet architectures")
 
 
 def test_spec_error_is_a_resnet_core_error() -> None:
@@ -393,3 +393,75 @@ NEW_BAD_INPUTS = [
 def test_bad_training_fields_fail_with_one_line_naming_the_key(overrides: list[str], message: str) -> None:
     got = _error(*overrides)
     assert got.startswith(message) or message in got, got
+
+
+# ------------------------------------------------------------------------------------------- ImageNet studies
+TABLE2, TABLE3 = SPECS / "imagenet_table2.yaml", SPECS / "imagenet_table3.yaml"
+IMAGENET = {"name": "tiny", "dataset": {"name": "imagenet", "path": "tiny-imagenet"},
+            "groups": {"archs": ["resnet18", "plain18"]}}
+
+
+def test_an_imagenet_study_starts_from_the_imagenet_recipe_of_sec_3_4() -> None:
+    spec = spec_from_dict(IMAGENET)
+    assert (spec.train.batch_size, spec.train.iterations, spec.train.milestones, spec.train.eval_every) == (
+        256, 600_000, (), 5_000)
+    assert spec.dataset.val_split == 10_000
+    config = spec.train_config(spec.study_groups()[0], {"lr": 0.1, "weight_decay": 1e-4}, seed=0)
+    assert (config.dataset, config.lr_schedule, config.lr_reference_batch, config.milestones) == (
+        "imagenet", "plateau", 256, ())
+    assert (config.image_size, config.crops, config.preset) == (224, 10, "paper")  # Sec. 3.4: 224 crops, 10-crop
+    assert config.workers == 0  # one CPU per worker: the worker decodes its own images
+    assert spec_from_dict(spec.to_dict()) == spec  # the recipe's values are written out, so they round-trip
+    given = spec_from_dict({**IMAGENET, "train": {"batch_size": 64, "image_size": 64, "eval_crops": 1},
+                            "resources": {"workers_per_trial": 2, "cpus_per_worker": 6}})
+    config = given.train_config(given.study_groups()[0], {"lr": 0.1, "weight_decay": 1e-4}, seed=0)
+    assert (given.train.batch_size, given.train.iterations, config.image_size, config.crops) == (64, 600_000, 64, 1)
+    assert config.workers == 5  # DataLoader processes from the CPUs Ray gives a worker, one left to train
+    assert config.scaled_lr == pytest.approx(0.1 * 64 / 256)  # the paper's lr is for batch 256
+
+
+def test_cifar_studies_keep_the_cifar_recipe() -> None:
+    spec = load_spec(SMOKE)
+    config = spec.train_config(spec.study_groups()[0], {"lr": 0.1, "weight_decay": 1e-4}, seed=0)
+    assert (config.dataset, config.lr_schedule, config.workers, config.lr_reference_batch) == ("cifar10", "step",
+                                                                                               None, None)
+
+
+def test_the_table_2_and_3_specs_hold_the_papers_networks() -> None:
+    table2, table3 = load_spec(TABLE2), load_spec(TABLE3)
+    assert [g.key for g in table2.study_groups()] == ["plain18", "plain34", "resnet18-A", "resnet34-A"]
+    assert [g.key for g in table3.study_groups()] == ["resnet34-A", "resnet34-B", "resnet34-C", "resnet50-B"]
+    for spec in (table2, table3):
+        assert spec.dataset.name == "imagenet" and spec.train.batch_size == 256
+        assert (spec.resources.workers_per_trial, spec.resources.gpus_per_worker) == (8, 1)
+        config = spec.train_config(spec.study_groups()[-1], {"lr": 0.1, "weight_decay": 1e-4}, seed=0)
+        assert config.crops == 10 and config.workers == 9 and config.batch_size % 8 == 0
+
+
+IMAGENET_BAD_INPUTS = [
+    ({"groups": {"archs": ["resnet20"]}}, "groups.archs: resnet20 is a CIFAR architecture but dataset.name=imagenet: "
+                                          "use ImageNet architectures (resnet18, "),
+    ({"dataset": {"name": "cifar10"}}, "groups.archs: resnet18 is an ImageNet architecture but dataset.name=cifar10: "
+                                       "use CIFAR-10 architectures (resnet20, "),
+    ({"groups": {"archs": ["plain34-C"]}}, "groups.archs[0]: plain34 is a plain net (no shortcuts, paper Fig. 3 "
+                                           "middle), so it takes no option C: write plain34"),
+    ({"groups": {"archs": ["resnet34-D"]}}, "groups.archs[0]: unknown shortcut option 'D' of resnet34: use "
+                                            "resnet34-A, "),
+    ({"groups": {"archs": ["resnet18", "resnet20"]}}, "groups.archs=['resnet18', 'resnet20'] mixes CIFAR and ImageNet"),
+    ({"resources": {"workers_per_trial": 3}}, "train.batch_size=256 is not divisible by resources.workers_per_trial=3"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), IMAGENET_BAD_INPUTS, ids=[case[1][:40] for case in IMAGENET_BAD_INPUTS])
+def test_imagenet_bad_input_is_one_line(change: dict, message: str) -> None:
+    data = {**IMAGENET, **{key: {**IMAGENET.get(key, {}), **value} for key, value in change.items()}}
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(data)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value), str(error.value)
+
+
+def test_a_pinned_shortcut_option_makes_one_group() -> None:
+    spec = spec_from_dict({**IMAGENET, "groups": {"archs": ["resnet34", "resnet50-B", "plain34"],
+                                                  "shortcuts": ["A", "C"]}})
+    assert [(g.key, g.shortcut) for g in spec.study_groups()] == [
+        ("resnet34-A", "A"), ("resnet34-C", "C"), ("resnet50-B", "B"), ("plain34", None)]
