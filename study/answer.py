@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scipy import stats
@@ -59,6 +59,34 @@ PAPER_SHORTCUT = {"B": "paper (Table 3, ImageNet): B slightly better than A",
                   "C": "paper (Table 3, ImageNet): C better than A, marginally better than B"}
 PAPER_TREND_PLAIN = "paper (Fig. 6): plain nets get worse with depth"
 PAPER_TREND_RESIDUAL = "paper (Fig. 6, Table 6, option A): ResNets get better with depth, up to 110 layers"
+
+
+@dataclass(frozen=True)
+class PaperClaims:
+    """What the paper found for each comparison on one dataset: CIFAR-10 (Sec. 4.2) or ImageNet (Sec. 4.1)."""
+
+    residual_vs_plain: str
+    trend_plain: str
+    trend_residual: str
+    residual_vs_plain_at: dict[int, str] = field(default_factory=dict)
+    """Depth-specific findings, where the paper gives the two figures."""
+
+    def residual_vs_plain_at_depth(self, depth: int) -> str:
+        return self.residual_vs_plain_at.get(depth, self.residual_vs_plain)
+
+
+CIFAR_CLAIMS = PaperClaims(PAPER_RESIDUAL_VS_PLAIN, PAPER_TREND_PLAIN, PAPER_TREND_RESIDUAL)
+IMAGENET_CLAIMS = PaperClaims(
+    residual_vs_plain="paper (Table 2, ImageNet): ResNet better at 34 layers, about equal at 18",
+    trend_plain="paper (Table 2, Fig. 4 left, ImageNet): plain-34 worse than plain-18 (28.54% vs 27.94% top-1)",
+    trend_residual="paper (Tables 2-3, ImageNet): ResNets get better with depth (ResNet-18 27.88%, ResNet-34 25.03% "
+                   "top-1 with option A; ResNet-152 21.43% with B)",
+    residual_vs_plain_at={18: "paper (Table 2, ImageNet): about equal, 27.88% vs 27.94% top-1 (ResNet-18 converges "
+                              "faster, Fig. 4)",
+                          34: "paper (Table 2, ImageNet): ResNet better, 25.03% vs 28.54% top-1"},
+)
+PAPER_CLAIMS = {"cifar10": CIFAR_CLAIMS, "imagenet": IMAGENET_CLAIMS}
+"""The paper's findings by dataset; a dataset without its own (CIFAR-100) is compared with the CIFAR-10 ones."""
 WORSE, BETTER, FLAT, UNTESTED = ("gets worse with depth", "gets better with depth", "no significant trend",
                                  "not tested")
 
@@ -222,11 +250,13 @@ def ols_slope(x: Sequence[float], y: Sequence[float],
     return slope, slope - half, slope + half, p_value
 
 
-def answer(results: Sequence[GroupResult], confidence: float = 0.95) -> Answer:
+def answer(results: Sequence[GroupResult], confidence: float = 0.95, dataset: str = "cifar10") -> Answer:
     """The study's answer from its groups (any order): per depth, ResNet (A, else the residual group there) minus
-    plain (Fig. 6, Table 6) and B / C minus A (Table 3); per family, the depth trend (Fig. 6, Table 6)."""
+    plain (Fig. 6, Table 6; on ImageNet Table 2) and B / C minus A (Table 3); per family, the depth trend (Fig. 6,
+    Table 6; on ImageNet Tables 2-3). On ImageNet the errors compared are the top-1 test (val/) errors."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    claims = PAPER_CLAIMS.get(dataset, CIFAR_CLAIMS)
     differences: list[Difference] = []
     trends: list[Trend] = []
     for settings, families in _families(results).items():
@@ -236,14 +266,16 @@ def answer(results: Sequence[GroupResult], confidence: float = 0.95) -> Answer:
             if plain is not None and residual is not None:
                 stand_in = _shortcut(residual)
                 note = "" if stand_in == "A" else f"ResNet ({stand_in}) stands in: no option-A group at depth {depth}"
-                differences.append(_compare(residual, plain, confidence, PAPER_RESIDUAL_VS_PLAIN, note))
+                differences.append(_compare(residual, plain, confidence, claims.residual_vs_plain_at_depth(depth),
+                                            note))
             option_a = families.get("A", {}).get(depth)
             for option in SHORTCUT_ORDER[1:]:
                 other = families.get(option, {}).get(depth)
                 if option_a is not None and other is not None:
                     paper = PAPER_SHORTCUT.get(option, "not in the paper")
                     differences.append(_compare(other, option_a, confidence, paper))
-        trends += [_trend(_family_name(shortcut, settings), list(families[shortcut].values()), confidence)
+        trends += [_trend(_family_name(shortcut, settings), list(families[shortcut].values()), confidence,
+                          claims.trend_plain if shortcut is None else claims.trend_residual)
                    for shortcut in (None, *SHORTCUT_ORDER) if shortcut in families]
     return Answer(tuple(differences), tuple(trends), confidence)
 
@@ -302,7 +334,7 @@ def _compare(first: GroupResult, second: GroupResult, confidence: float, paper: 
                       flags=_flags(first, second), paper=paper)
 
 
-def _trend(family: str, groups: Sequence[GroupResult], confidence: float) -> Trend:
+def _trend(family: str, groups: Sequence[GroupResult], confidence: float, paper: str) -> Trend:
     """The OLS slope of a family's per-seed test errors against log2(depth), or a note on what is missing."""
     used = [r for r in groups if _errors(r)]
     depths = tuple(r.depth for r in used)
@@ -327,7 +359,7 @@ def _trend(family: str, groups: Sequence[GroupResult], confidence: float) -> Tre
         verdict = FLAT if low <= 0 <= high else (WORSE if slope > 0 else BETTER)
     return Trend(family=family, groups=tuple(r.group for r in used), slope=slope, low=low, high=high,
                  p_value=p_value, depths=depths, n=len(points), verdict=verdict, note="; ".join(notes),
-                 flags=_flags(*used), paper=PAPER_TREND_PLAIN if family.startswith("plain") else PAPER_TREND_RESIDUAL)
+                 flags=_flags(*used), paper=paper)
 
 
 def _flags(*groups: GroupResult) -> tuple[str, ...]:

@@ -104,7 +104,8 @@ def plot_training_curves(curves: Sequence[GroupCurve], path: Path, title: str, d
         if not members:
             axes.text(0.5, 0.5, f"no {name} in this study", ha="center", va="center", transform=axes.transAxes)
         _style(axes, "iterations", f"{DATASET_NAMES.get(dataset, dataset)} error (%)", name)
-    figure.suptitle(f"{title}: training error (dashed) and test error (bold), as paper Fig. 6")
+    paper = "Fig. 4 (ImageNet)" if dataset == "imagenet" else "Fig. 6"
+    figure.suptitle(f"{title}: training error (dashed) and test error (bold), as paper {paper}")
     return _save(figure, path)
 
 

@@ -21,12 +21,13 @@ import torch
 from ray import tune
 from torch import nn
 
-from resnet_core import ImageDataset, create_model
+from resnet_core import TrainConfig, create_model
 from resnet_core.data.augment import Normalizer
 from resnet_core.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from resnet_core.models.serving import ImageClassifier
 from study.report import GroupResult, format_values
 from study.spec import Group, StudySpec
+from study.study_data import StudyData
 from study.tracking import StudyTracker
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,11 @@ class FinalModel:
     """The input normalisation its final run trained with (fitted on all training images: a final run holds
     nothing out)."""
     test_error: float | None = None
-    """The test error (%) its final run reported last."""
+    """The test error (%) its final run reported last (top-1)."""
+    config: TrainConfig | None = None
+    """The engine configuration its final run trained with (its input size and preset on ImageNet)."""
+    test_top5_error: float | None = None
+    """The top-5 test error (%) its final run reported last (ImageNet; None on CIFAR)."""
 
 
 def registered_name(study: str, group: str) -> str:
@@ -57,11 +62,10 @@ def registered_name(study: str, group: str) -> str:
 
 
 def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTracker,
-                 data: ImageDataset) -> list[FinalModel]:
+                 data: StudyData) -> list[FinalModel]:
     """Per group (in the spec's order), the network of its first-seed final run, from that run's last checkpoint,
-    with the normalisation it trained with (fitted once per kind, however many groups share it)."""
+    with the normalisation it trained with (computed once per kind, however many groups share it)."""
     groups = {group.key: group for group in spec.study_groups()}
-    normalizers: dict[str, Normalizer] = {}
     found: dict[str, FinalModel] = {}
     for result in grid or []:
         final = (result.config or {}).get("final", {})
@@ -75,12 +79,12 @@ def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTr
         group = groups[final["group"]]
         net = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
         net.load_state_dict(state["model"])
-        kind = str(state.get("config", {}).get("normalization", spec.train.normalization))
-        if kind not in normalizers:
-            normalizers[kind] = Normalizer.fit(data.train_images, kind)
-        test_error = result.metrics.get("test_error")
-        found[group.key] = FinalModel(group, run_id, int(final["seed"]), net.eval(), normalizers[kind],
-                                      None if test_error is None else float(test_error))
+        config = TrainConfig.from_dict(state["config"]) if "config" in state else \
+            spec.train_config(group, final, seed=int(final["seed"]), val_split=0)
+        errors = {key: None if result.metrics.get(key) is None else float(result.metrics[key])
+                  for key in ("test_error", "test_top5_error")}
+        found[group.key] = FinalModel(group, run_id, int(final["seed"]), net.eval(), data.normalizer(config),
+                                      errors["test_error"], config, errors["test_top5_error"])
     return [found[key] for key in groups if key in found]
 
 
@@ -89,52 +93,63 @@ def released_model(model: FinalModel) -> ImageClassifier:
     return ImageClassifier(model.net, model.normalizer.mean, model.normalizer.std).eval()
 
 
-def signature(data: ImageDataset) -> Any:
-    """uint8 images (any batch, C, H, W) -> float32 logits (any batch, classes)."""
+def signature(example: torch.Tensor, num_classes: int) -> Any:
+    """uint8 images (any batch, C, H, W) of ``example``'s size -> float32 logits (any batch, classes)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    channels, height, width = data.test_images.shape[1:]
+    channels, height, width = example.shape[1:]
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype("uint8"), (-1, channels, height, width))]),
-                          outputs=Schema([TensorSpec(np.dtype("float32"), (-1, data.num_classes))]))
+                          outputs=Schema([TensorSpec(np.dtype("float32"), (-1, num_classes))]))
+
+
+def model_config(spec: StudySpec, model: FinalModel) -> TrainConfig:
+    """The configuration ``model``'s final run trained with (that of its spec when its checkpoint held none)."""
+    return model.config or spec.train_config(model.group, seed=model.seed, val_split=0)
 
 
 def release(spec: StudySpec, models: Sequence[FinalModel], results: Sequence[GroupResult], tracker: StudyTracker,
-            data: ImageDataset) -> dict[str, str]:
+            data: StudyData) -> dict[str, str]:
     """Log each final model on its run and register it (alias :data:`ALIAS`, tags carrying its errors and chosen
     values); returns group -> ``models:/<name>@best``."""
     by_group = {result.group: result for result in results}
-    example = data.test_images[:EXAMPLE_IMAGES].numpy()
-    uint8_signature = signature(data)
     released = {}
     for model in models:
         result = by_group.get(model.group.key)
         if result is None:
             continue
-        uri = tracker.log_model(model.run_id, released_model(model), name="model", input_example=example,
-                                signature=uint8_signature)
+        config = model_config(spec, model)
+        example = data.example_images(config, EXAMPLE_IMAGES)
+        view = (f"the {config.image_size}x{config.image_size} centre crop of the test view (shorter side resized "
+                "first; one crop, not the 10 of the reported test error)" if config.is_imagenet else "as stored")
+        uri = tracker.log_model(model.run_id, released_model(model), name="model", input_example=example.numpy(),
+                                signature=signature(example, data.num_classes))
         tags = {"study": spec.name, "group": model.group.key, "arch": model.group.arch,
                 "shortcut": model.group.shortcut or "none", "seed": model.seed, "lr": result.lr,
                 "weight_decay": result.weight_decay, **result.settings, **result.values, "val_error": result.val_error,
                 "iterations": spec.train.iterations, "dataset": spec.dataset.name,
-                "input": "uint8 images (N, C, H, W) as stored; normalisation inside"}
+                "input": f"uint8 images (N, C, H, W) {view}; normalisation inside"}
         if model.test_error is not None:
             tags["test_error"] = model.test_error
+        if model.test_top5_error is not None:
+            tags["test_top5_error"] = model.test_top5_error
         if result.test_mean is not None:
             tags.update(test_error_mean=result.test_mean, test_error_std=result.test_std,
                         final_seeds=len(result.test_errors))
+        if result.test_top5_mean is not None:
+            tags.update(test_top5_error_mean=result.test_top5_mean)
         name = registered_name(spec.name, model.group.key)
         description = (f"{model.group.key} of study {spec.name}: the search's best configuration "
                        f"({format_values(result.values)}) trained {spec.train.iterations:,} iterations on all "
                        f"{spec.dataset.name} training images with seed {model.seed}. Input: uint8 images "
-                       f"(N, C, H, W); output: logits.")
+                       f"(N, C, H, W) {view}; output: logits.")
         version = tracker.register_model(name, uri, model.run_id, ALIAS, description, tags)
         log.info("registered %s version %d as models:/%s@%s", name, version, name, ALIAS)
         released[model.group.key] = f"models:/{name}@{ALIAS}"
     return released
 
 
-def normalised_test_images(data: ImageDataset, model: FinalModel, batch_size: int = 500) -> Iterator[torch.Tensor]:
+def normalised_test_images(spec: StudySpec, data: StudyData, model: FinalModel) -> Iterator[torch.Tensor]:
     """The test images, normalised as ``model`` was trained, in batches (for the layer responses of Fig. 7)."""
-    for start in range(0, len(data.test_images), batch_size):
-        yield model.normalizer(data.test_images[start:start + batch_size])
+    for images in data.test_batches(model_config(spec, model)):
+        yield model.normalizer(images)

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from resnet_core import ImageDataset, model_info
+from resnet_core import model_info
 from resnet_core.analysis import layer_responses, plot_layer_responses, write_responses_csv
 from study.answer import answer
 from study.figures import GroupCurve, network_label, plot_training_curves
@@ -31,6 +31,7 @@ from study.report import GroupResult, ReportFigure, StudyBudget, report_markdown
 from study.search import search_space
 from study.search_analysis import TrialRecord, plot_all, write_trials_csv
 from study.spec import StudySpec
+from study.study_data import RESPONSE_IMAGES, StudyData
 from study.tracking import REPORT_ARTIFACTS, StudyTracker
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def group_metrics(results: Sequence[GroupResult]) -> dict[str, float]:
                    if isinstance(value, (int, float))}  # a categorical value is in the report and the trials' params
         values = {**numeric, "val_error": result.val_error,
                   "test_error_mean": result.test_mean, "test_error_std": result.test_std,
+                  "val_top5_error": result.val_top5_error, "test_top5_error_mean": result.test_top5_mean,
+                  "test_top5_error_std": result.test_top5_std,
                   "final_seeds": len(result.test_errors), "trials": result.trials,
                   "stopped_early": result.stopped_early}
         metrics.update({f"{result.group}/{key}": float(value) for key, value in values.items() if value is not None})
@@ -94,40 +97,43 @@ def paper_errors(spec: StudySpec, results: Sequence[GroupResult]) -> dict[int, f
     return errors
 
 
-def draw_layer_responses(models: Sequence[FinalModel], data: ImageDataset, folder: Path) -> list[ReportFigure]:
+def draw_layer_responses(spec: StudySpec, models: Sequence[FinalModel], data: StudyData,
+                         folder: Path) -> list[ReportFigure]:
     """Fig. 7 for every group's final model, on the test images; a CSV of the values next to it."""
     if not models:
         return []
     responses = {}
     for index, model in enumerate(models, 1):
-        log.info("layer responses (Fig. 7) of %s on %d test images (%d of %d)", model.group.key,
-                 len(data.test_images), index, len(models))
+        log.info("layer responses (Fig. 7) of %s (%d of %d)", model.group.key, index, len(models))
         label = network_label(model.group.depth, model.group.residual, model.group.shortcut, dict(model.group.settings))
-        responses[label] = layer_responses(model.net, normalised_test_images(data, model))
+        responses[label] = layer_responses(model.net, normalised_test_images(spec, data, model))
     write_responses_csv(responses, folder / "layer_responses.csv")
     plot_layer_responses(responses, folder / "fig7_layer_responses.png", title="Std of layer responses (paper Fig. 7)")
+    images = ("the test images" if spec.dataset.name != "imagenet" else
+              f"{RESPONSE_IMAGES} val images' centre crops (the paper draws Fig. 7 for CIFAR-10 only)")
     return [ReportFigure("fig7_layer_responses.png", "Layer responses (paper Fig. 7, Sec. 4.2): std of each 3x3 "
-                         "layer's output after BN, before ReLU/addition, on the test images; top in layer order, "
+                         f"layer's output after BN, before ReLU/addition, on {images}; top in layer order, "
                          "bottom sorted by magnitude (values in layer_responses.csv)")]
 
 
 def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[GroupResult], budget: StudyBudget,
-                   models: Sequence[FinalModel], data: ImageDataset) -> list[str]:
+                   models: Sequence[FinalModel], data: StudyData) -> list[str]:
     """Draw and write the report, make it the study's run (params, metrics, description, artifacts); returns the
     answer's sentences."""
     records = tracker.trial_records(list(spec.search.space))
-    answered = answer(results)
+    answered = answer(results, dataset=spec.dataset.name)
     sentences = answered.sentences()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         write_trials_csv(records, folder / "trials.csv")
         (folder / "answer.json").write_text(json.dumps(answered.as_dict(), indent=2) + "\n")
-        figures = [ReportFigure("fig6_training_curves.png", "Training curves (paper Fig. 6): training error (dashed) "
-                                "and test error (bold) of each group's chosen configuration; plain nets left, "
-                                "ResNets right")]
+        paper_figure = "Fig. 4" if spec.dataset.name == "imagenet" else "Fig. 6"
+        figures = [ReportFigure("fig6_training_curves.png", f"Training curves (paper {paper_figure}): training error "
+                                "(dashed) and test error (bold) of each group's chosen configuration; plain nets "
+                                "left, ResNets right")]
         plot_training_curves(group_curves(spec, results, records, tracker), folder / figures[0].path,
                              title=f"study {spec.name}", dataset=spec.dataset.name)
-        figures += draw_layer_responses(models, data, folder)
+        figures += draw_layer_responses(spec, models, data, folder)
         notes = [] if models else ["layer responses (Fig. 7): no final model (train.final_seeds is 0)"]
         space = search_space(spec.search)
         (folder / "search").mkdir()

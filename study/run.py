@@ -33,6 +33,7 @@ except ModuleNotFoundError as missing:  # pragma: no cover - only without the in
 
 if TYPE_CHECKING:
     from study.spec import StudySpec
+    from study.study_data import StudyData
     from study.tracking import StudyTracker
 
 PROG = "study/run.py"
@@ -158,6 +159,15 @@ def check_local_resources(spec: "StudySpec") -> None:
         )
 
 
+def check_val_split(spec: "StudySpec", data: "StudyData") -> None:
+    """The search's held-out images leave training images: a one-line error naming a value that does."""
+    from study.spec import SpecError
+
+    if spec.search.searches and spec.dataset.val_split >= data.train_images:
+        raise SpecError(f"dataset.val_split={spec.dataset.val_split} holds out every one of the {data.train_images:,} "
+                        f"training images: use fewer, e.g. --set dataset.val_split={max(data.train_images // 10, 1)}")
+
+
 def with_absolute_paths(spec: "StudySpec", cwd: Path) -> "StudySpec":
     """Trials run in other working directories (and on other nodes): give them absolute local paths."""
     import dataclasses
@@ -242,9 +252,10 @@ def _main(argv: list[str], signals: StopSignals) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import optuna
 
-    from resnet_core import ResnetCoreError, load_image_dataset
+    from resnet_core import ResnetCoreError
     from study.mlflow_server import address, is_server
     from study.spec import load_spec
+    from study.study_data import load_study_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study created is noise
     if not args.verbose:
@@ -260,8 +271,9 @@ def _main(argv: list[str], signals: StopSignals) -> int:
         uri = spec.tracking_uri(cwd)
         check_tracking(uri)
         check_resumable(spec, uri)
-        data = load_image_dataset(spec.dataset.path, dataset=spec.dataset.name, download=spec.dataset.download,
-                                  cache_dir=spec.dataset.cache_dir, path_option="--set dataset.path=PATH")
+        data = load_study_data(spec.dataset.name, spec.dataset.path, download=spec.dataset.download,
+                               cache_dir=spec.dataset.cache_dir, path_option="--set dataset.path=PATH")
+        check_val_split(spec, data)
         signals.check()
         ray_started = time.perf_counter()
         where = connect_ray(None, args.verbose)

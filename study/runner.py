@@ -24,7 +24,8 @@ import torch
 import yaml
 from ray import tune
 
-from resnet_core import ImageDataset, count_parameters, create_model, model_info
+from resnet_core import count_parameters, create_model, model_info
+from resnet_core.models.imagenet_zoo import paper_imagenet_errors
 from study.final_models import final_models, release
 from study.progress import FINAL, SEARCH, ConsoleProgress, StudyPlan
 from study.publish import publish_report
@@ -32,6 +33,7 @@ from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_tabl
 from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space, startup_trials
 from study.spec import Group, StudySpec, spec_from_dict
 from study.stop_signals import StopSignals
+from study.study_data import StudyData
 from study.tracking import MlflowTrialCallback, StudyTracker
 from study.trial import searched_values, trial_driver, trial_train_config
 
@@ -179,6 +181,8 @@ class Choice:
     trials: int
     stopped_early: int
     flags: tuple[str, ...] = ()
+    val_top5_error: float | None = None
+    """The best trial's top-5 validation error (ImageNet; None on CIFAR)."""
 
     @property
     def usable(self) -> bool:
@@ -220,7 +224,9 @@ def choose(spec: StudySpec, grid: tune.ResultGrid, num_classes: int) -> list[Cho
         if value >= chance_error(num_classes) - CHANCE_MARGIN:
             flags.append(f"best validation error {value:.1f}% is no better than chance "
                          f"({chance_error(num_classes):.0f}%): this group did not learn at this budget")
-        choices.append(Choice(group, searched_values(spec, best.config), value, len(results), stopped, tuple(flags)))
+        top5 = best.metrics.get("val_top5_error")
+        choices.append(Choice(group, searched_values(spec, best.config), value, len(results), stopped, tuple(flags),
+                              None if top5 is None else float(top5)))
     return choices
 
 
@@ -246,45 +252,62 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
     return _fit(f"{storage}/final", trainable, make, signals)
 
 
-def paper_error(spec: StudySpec, group: Group) -> float | None:
-    """The paper's CIFAR-10 test error for this group (Table 6), only where it applies: CIFAR-10, option A or
-    plain, and the paper's full 64k-iteration schedule."""
+def paper_error(spec: StudySpec, group: Group) -> tuple[float | None, float | None]:
+    """The paper's top-1 and top-5 errors for this group, only where they apply. CIFAR-10: the test error of Table 6
+    (no top-5), for option A or plain at the paper's full 64k-iteration schedule. ImageNet: Table 2/3's validation
+    errors (10-crop) of the architecture with this shortcut option, always shown, as full-ImageNet figures (the report
+    says whether the study's data is comparable)."""
+    if spec.dataset.name == "imagenet":
+        return paper_imagenet_errors(group.arch, group.shortcut) or (None, None)
     if spec.dataset.name != "cifar10" or spec.train.iterations != PAPER_ITERATIONS or group.shortcut not in (None, "A"):
-        return None
-    return model_info(group.arch).paper_error
+        return None, None
+    return model_info(group.arch).paper_error, None
 
 
-def study_budget(spec: StudySpec) -> StudyBudget:
-    """What the study spent per group, for the report's honest caveats."""
+def study_budget(spec: StudySpec, data: StudyData | None = None) -> StudyBudget:
+    """What the study spent per group, and on what data, for the report's honest caveats."""
     return StudyBudget(dataset=spec.dataset.name, iterations=spec.train.iterations,
                        trials_per_group=spec.search.trials_per_group,
                        startup_trials=startup_trials(spec.search.trials_per_group), sampler=spec.search.sampler,
-                       final_seeds=spec.train.final_seeds)
+                       final_seeds=spec.train.final_seeds, classes=data and data.num_classes,
+                       train_images=data and data.train_images)
 
 
-def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | None) -> list[GroupResult]:
-    tests: dict[str, list[float]] = {}
+def final_errors(final: tune.ResultGrid | None, key: str) -> dict[str, list[float]]:
+    """Per group, the last ``key`` (``test_error``, ``test_top5_error``) of each of its final runs."""
+    errors: dict[str, list[float]] = {}
     for result in final or []:
         group = (result.config or {}).get("final", {}).get("group")
-        if group and result.metrics and "test_error" in result.metrics:
-            tests.setdefault(group, []).append(float(result.metrics["test_error"]))
+        if group and result.metrics and result.metrics.get(key) is not None:
+            errors.setdefault(group, []).append(float(result.metrics[key]))
+    return errors
+
+
+def summarise(spec: StudySpec, choices: list[Choice], final: tune.ResultGrid | None,
+              num_classes: int | None = None) -> list[GroupResult]:
+    """Each group's outcome: its choice, its final seeds' errors, its parameters (with ``num_classes`` outputs, else
+    the architecture's default) and the paper's figures."""
+    tests, tests_top5 = final_errors(final, "test_error"), final_errors(final, "test_top5_error")
     results = []
     for c in choices:
         with torch.device("meta"):
-            params = count_parameters(create_model(c.group.arch, shortcut=c.group.shortcut))
+            classes = {} if num_classes is None else {"num_classes": num_classes}
+            params = count_parameters(create_model(c.group.arch, shortcut=c.group.shortcut, **classes))
         config = spec.train_config(c.group, c.values, seed=spec.train.seed) if c.usable else None
+        paper_top1, paper_top5 = paper_error(spec, c.group)
         results.append(GroupResult(
             group=c.group.key, arch=c.group.arch, depth=c.group.depth, residual=c.group.residual,
             shortcut=c.group.shortcut, params=params, lr=config and config.lr,
             weight_decay=config and config.weight_decay, val_error=c.val_error, trials=c.trials,
             stopped_early=c.stopped_early, test_errors=tuple(tests.get(c.group.key, ())),
-            paper_error=paper_error(spec, c.group), flags=c.flags, searched=dict(c.values or {}),
-            settings=dict(c.group.settings),
+            paper_error=paper_top1, flags=c.flags, searched=dict(c.values or {}), settings=dict(c.group.settings),
+            val_top5_error=c.val_top5_error, test_top5_errors=tuple(tests_top5.get(c.group.key, ())),
+            paper_top5_error=paper_top5,
         ))
     return results
 
 
-def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageDataset,
+def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: StudyData,
               signals: StopSignals, verbose: bool = False) -> tuple[list[GroupResult], str]:
     """Both phases, the release of each group's model and the report; returns the group results and the report's
     Markdown for the console (the answer, the caveats and the table).
@@ -301,8 +324,8 @@ def run_study(spec: StudySpec, tracker: StudyTracker, storage: str, data: ImageD
     with tracker.timed(FINAL):
         final = run_final(spec, choices, tracker, storage, signals, verbose)
     with tracker.timed("report"):
-        results = summarise(spec, choices, final)
-        budget = study_budget(spec)
+        results = summarise(spec, choices, final, data.num_classes)
+        budget = study_budget(spec, data)
         models = final_models(spec, final, tracker, data)
         released = release(spec, models, results, tracker, data)
         sentences = publish_report(spec, tracker, results, budget, models, data)

@@ -56,8 +56,8 @@ SEARCH_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
 """The Optuna states a search trial's record can hold (``TrialState`` names)."""
 
 LEADING_COLUMNS = ("group", "phase", "number")
-TRAILING_COLUMNS = ("seed", "optuna_state", "status", "iterations", "val_error", "test_error", "wall_seconds",
-                    "run_id")
+TRAILING_COLUMNS = ("seed", "optuna_state", "status", "iterations", "val_error", "test_error", "val_top5_error",
+                    "test_top5_error", "wall_seconds", "run_id")
 """The columns of ``trials.csv``, in order, around one column per searched field (``lr``, ``weight_decay``, ...)."""
 
 OBJECTIVE_NAME = "validation error (%)"
@@ -87,6 +87,8 @@ class TrialRecord:
     test_error: float | None   # last test error, %
     wall_seconds: float | None  # run end - run start
     intermediate: Mapping[int, float] = field(default_factory=dict)  # engine iteration -> val_error, %
+    val_top5_error: float | None = None   # last top-5 validation error, % (ImageNet; None on CIFAR)
+    test_top5_error: float | None = None  # last top-5 test error, % (ImageNet; None on CIFAR)
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -148,7 +150,8 @@ def write_trials_csv(records: Sequence[TrialRecord], path: Path) -> Path:
         for r in _ordered(records):
             writer.writerow([_cell(value) for value in (
                 r.group, r.phase, r.number, *(r.values.get(name) for name in names), r.seed, r.state, r.status,
-                r.iterations, r.val_error, r.test_error, r.wall_seconds, r.run_id)])
+                r.iterations, r.val_error, r.test_error, r.val_top5_error, r.test_top5_error, r.wall_seconds,
+                r.run_id)])
     return path
 
 
@@ -187,7 +190,9 @@ def read_trials_csv(path: Path) -> list[TrialRecord]:
                         values={name: parse_value(row[name]) for name in names}, seed=int(row["seed"]),
                         state=row["optuna_state"], status=row["status"], iterations=int(row["iterations"]),
                         val_error=_optional_float(row["val_error"]), test_error=_optional_float(row["test_error"]),
-                        wall_seconds=_optional_float(row["wall_seconds"]))
+                        wall_seconds=_optional_float(row["wall_seconds"]),
+                        val_top5_error=_optional_float(row["val_top5_error"]),
+                        test_top5_error=_optional_float(row["test_top5_error"]))
             for row in reader
         ]
 

@@ -48,6 +48,9 @@ CURVES = tuple(f.name for f in dataclasses.fields(EvalReport) if f.name not in (
 """Metrics logged at every evaluation: every figure of the engine's :class:`~resnet_core.EvalReport` (a metric added
 there is logged without a change here), stepped by the engine's iteration."""
 
+FINAL_METRICS = ("val_error", "test_error", "train_error", "val_top5_error", "test_top5_error")
+"""A trial's last figures, logged once more as ``final_<name>`` when it ends (the top-5 errors on ImageNet only)."""
+
 STATUS_COMPLETED, STATUS_STOPPED, STATUS_FAILED = "completed", "stopped early", "failed"
 OPTUNA_STATES = {STATUS_COMPLETED: "COMPLETE", STATUS_STOPPED: "PRUNED", STATUS_FAILED: "FAIL"}
 """What the search's sampler was told of a trial with each status (study.search.GroupedSearcher)."""
@@ -229,7 +232,7 @@ class StudyTracker:
             if final:
                 step = int(final.get("iteration", 0))
                 metrics = [Metric(f"final_{key}", float(final[key]), now, step)
-                           for key in ("val_error", "test_error", "train_error") if final.get(key) is not None]
+                           for key in FINAL_METRICS if final.get(key) is not None]
                 if final.get("seconds") is not None:
                     metrics.append(Metric(ENGINE_SECONDS, float(final["seconds"]), now, step))
             self.client.log_batch(run_id, metrics=metrics, tags=tags)
@@ -295,6 +298,8 @@ class StudyTracker:
                 numbers[(group, phase)] = number + 1
                 history = {m.step: m.value for m in self.client.get_metric_history(run.info.run_id, "val_error")}
                 tests = {m.step: m.value for m in self.client.get_metric_history(run.info.run_id, "test_error")}
+                top5 = {key: metrics.get(f"final_{key}", metrics.get(key)) for key in ("val_top5_error",
+                                                                                        "test_top5_error")}
                 steps = set(history) | set(tests)
                 status = tags.get("status", "running")
                 state = "" if phase != "search" else tags.get("resnet.optuna_state", "RUNNING")
@@ -309,6 +314,7 @@ class StudyTracker:
                     wall_seconds=None if not ended or not run.info.start_time
                     else (ended - run.info.start_time) / 1000,
                     intermediate=history if phase == "search" else {},
+                    val_top5_error=top5["val_top5_error"], test_top5_error=top5["test_top5_error"],
                 ))
             return records
 
@@ -554,7 +560,7 @@ class MlflowTrialCallback(Callback):
     @staticmethod
     def _finish(trial: Trial, status: str) -> tuple[Any, ...]:
         final = {key: float(value) for key, value in (trial.last_result or {}).items()
-                 if key in ("val_error", "test_error", "train_error", "iteration", "seconds") and value is not None}
+                 if key in (*FINAL_METRICS, "iteration", "seconds") and value is not None}
         return ("finish", status, final, int(time.time() * 1000))
 
     def _queue(self, trial: Trial, *actions: tuple[Any, ...]) -> None:

@@ -31,6 +31,30 @@ PAPER_PLAIN: dict[int, tuple[float, float | None, str]] = {
     34: (28.54, 10.02, "Tables 2-3"),
 }
 
+PAPER_RESNET34_OPTIONS: dict[str, tuple[float, float]] = {"A": (25.03, 7.76), "B": (24.52, 7.46), "C": (24.19, 7.40)}
+"""ResNet-34's top-1 / top-5 errors (%, 10-crop) per shortcut option, Table 3 (Table 2's ResNet-34 is option A)."""
+_PAPER_OPTION = {18: "A", 50: "B", 101: "B", 152: "B"}
+"""The one option whose figures the paper gives at each other depth: ResNet-18 only in Table 2 (option A, "zero-padding
+for increasing dimensions"), ResNet-50/101/152 only as option B (Table 3)."""
+
+
+def paper_imagenet_errors(arch: str, shortcut: str | None) -> tuple[float, float | None] | None:
+    """The paper's top-1 / top-5 validation errors (%, full ImageNet, 10-crop; Tables 2-3) of ``arch`` with shortcut
+    option ``shortcut`` (None for a plain net), or None where the paper gives no figure for that pair."""
+    if arch.startswith("plain") and arch[5:].isdigit() and int(arch[5:]) in PAPER_PLAIN:
+        top1, top5, _ = PAPER_PLAIN[int(arch[5:])]
+        return top1, top5
+    if not (arch.startswith("resnet") and arch[6:].isdigit()) or int(arch[6:]) not in PAPER_TABLES_1_TO_3:
+        return None
+    depth = int(arch[6:])
+    if depth == 34:
+        return PAPER_RESNET34_OPTIONS.get(shortcut or "")
+    if shortcut != _PAPER_OPTION[depth]:
+        return None
+    _, top1, top5, _ = PAPER_TABLES_1_TO_3[depth]
+    return top1, top5
+
+
 _BASIC_OPTIONS = freeze({"num_classes": 1000, "shortcut": "B"})
 _BOTTLENECK_OPTIONS = freeze({"num_classes": 1000, "shortcut": "B", "stride_in": "1x1"})
 _REFERENCE = "He et al. 2015, Sec. 3.4 and 4.1, Table 1"

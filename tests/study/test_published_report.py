@@ -24,6 +24,7 @@ from study.publish import publish_report
 from study.report import GroupResult
 from study.runner import study_budget
 from study.spec import load_spec
+from study.study_data import CifarData
 from study.tracking import STATUS_COMPLETED, STATUS_STOPPED, StudyTracker, evaluation_values
 
 STUDY = "published"
@@ -77,7 +78,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, S
     models = [FinalModel(groups[group], tracker.find_trial_run(f"{group}-f0"), 0,
                          create_model(groups[group].arch).eval(), Normalizer.fit(data.train_images))
               for group in SEARCH]
-    sentences = publish_report(spec, tracker, results, study_budget(spec), models, data)
+    sentences = publish_report(spec, tracker, results, study_budget(spec), models, CifarData(data))
     tracker.close()
     return MlflowClient(tracker.tracking_uri), tracker, sentences
 
@@ -159,7 +160,7 @@ def test_without_final_runs_the_report_draws_the_search_and_says_what_it_cannot(
                            shortcut="A" if group.startswith("resnet") else None, params=270_000,
                            lr=SEARCH[group][0][0], weight_decay=SEARCH[group][0][1], val_error=SEARCH[group][0][2],
                            trials=1, stopped_early=0) for group in SEARCH]
-    sentences = publish_report(spec, tracker, results, study_budget(spec), [], make_dataset(size=32))
+    sentences = publish_report(spec, tracker, results, study_budget(spec), [], CifarData(make_dataset(size=32)))
     assert any("no final retraining" in sentence for sentence in sentences)
     client = MlflowClient(tracker.tracking_uri)
     description = client.get_run(tracker.parent_run_id).data.tags["mlflow.note.content"]

@@ -81,16 +81,16 @@ def test_trials_csv_rows_columns_and_order_and_round_trip(tmp_path: Path) -> Non
         rows = list(csv.reader(stream))
     assert tuple(rows[0]) == (
         "group", "phase", "number", "lr", "weight_decay", "seed", "optuna_state", "status", "iterations",
-        "val_error", "test_error", "wall_seconds", "run_id")
+        "val_error", "test_error", "val_top5_error", "test_top5_error", "wall_seconds", "run_id")
     assert [tuple(row[:3]) for row in rows[1:]] == [
         *[(RICH, "search", str(n)) for n in range(6)], (RICH, "final", "0"), (RICH, "final", "1"),
         (POOR, "search", "0")]
     assert rows[1] == [RICH, "search", "0", "0.1", "0.0001", "0", "COMPLETE", "completed", "6000", "8.5", "8.75",
-                       "60.0", f"{RICH}-s0"]
-    assert rows[5] == [RICH, "search", "4", "5.0", "0.0001", "4", "FAIL", "failed", "0", "", "", "64.0",
-                       f"{RICH}-s4"]
-    assert rows[7] == [RICH, "final", "0", "0.1", "0.0001", "0", "", "completed", "64000", "", "7.25", "3600.5",
-                       f"{RICH}-f0"]
+                       "", "", "60.0", f"{RICH}-s0"]
+    assert rows[5] == [RICH, "search", "4", "5.0", "0.0001", "4", "FAIL", "failed", "0", "", "", "", "",
+                       "64.0", f"{RICH}-s4"]
+    assert rows[7] == [RICH, "final", "0", "0.1", "0.0001", "0", "", "completed", "64000", "", "7.25", "", "",
+                       "3600.5", f"{RICH}-f0"]
 
     back = read_trials_csv(path)
     ordered = [*rich_group(), final(RICH, 0, 7.25), final(RICH, 1, 7.5), records()[2]]
