@@ -44,7 +44,7 @@ import pickle
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -63,6 +63,7 @@ from resnet_core import DataError, ImageDataset, TrainConfig, create_model, fit,
 from resnet_core.data.augment import Normalizer  # noqa: E402
 from resnet_core.data.cache import resolve_cache_dir  # noqa: E402
 from resnet_core.engine.distributed import current_group  # noqa: E402
+from resnet_core.engine.fit import Callback  # noqa: E402
 from resnet_core.engine.inputs import Inputs, cifar_inputs  # noqa: E402
 from resnet_core.engine.step import Execution, TrainStep, affinity_cpus, default_threads  # noqa: E402
 
@@ -289,15 +290,16 @@ def measure_engine(name: str, inputs: Inputs, arch: str, device: torch.device, c
     return Measurement("engine", name, warmup_seconds, rates, execution.describe())
 
 
-def full_schedule(dataset: ImageDataset, arch: str, name: str, device: torch.device, iterations: int
-                  ) -> dict[str, Any]:
+def full_schedule(dataset: ImageDataset, arch: str, name: str, device: torch.device, iterations: int, *,
+                  callbacks: Sequence[Callback] = (), **changes: Any) -> dict[str, Any]:
     """The paper's whole CIFAR schedule (Sec. 4.2) through :func:`resnet_core.fit`; milestones scale with
-    ``iterations`` (half and three quarters, as 32k and 48k of 64k)."""
+    ``iterations`` (half and three quarters, as 32k and 48k of 64k). ``callbacks`` see each evaluation as it
+    happens; ``changes`` are further TrainConfig fields (a smaller batch for a quick check)."""
     schedule = {} if iterations == PAPER_ITERATIONS else {
         "iterations": iterations, "milestones": (iterations // 2, iterations * 3 // 4)}
     config = variant_config(name, arch, device, eval_every=min(4000, iterations), checkpoint_every=PAPER_ITERATIONS,
-                            **schedule)
-    result = fit(config, data=dataset)
+                            **schedule, **changes)
+    result = fit(config, data=dataset, callbacks=callbacks)
     final = result.final
     return {"pipeline": "engine-full-schedule", "variant": name, "arch": arch, "iterations": config.iterations,
             "milestones": list(config.milestones), "batch_size": config.batch_size,

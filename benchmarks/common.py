@@ -3,6 +3,9 @@
 Timing follows one rule everywhere: warm up first (caches, cuDNN / oneDNN algorithm choice, compilation),
 then time whole runs of many steps; on CUDA, synchronise before reading the clock (the host runs ahead of
 the device). Figures are the mean and sample standard deviation over runs.
+
+torch and torchvision are imported by the functions that use them, so that a process which only writes rows
+(the GPU suite's parent, ``benchmarks/gpu_suite.py``) starts without them.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torchvision
+if TYPE_CHECKING:
+    import torch
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
+    import torch
+    import torchvision
+
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, check=False).stdout.strip() or None
@@ -72,6 +78,8 @@ def cpu_name() -> str:
 
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA, MPS); a no-op on the CPU."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -95,9 +103,22 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 def append_results(name: str, rows: list[dict[str, Any]]) -> Path:
     """Append ``rows`` as JSON lines to ``benchmarks/results/<name>.jsonl``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.jsonl"
-    with path.open("a") as stream:
-        for row in rows:
-            stream.write(json.dumps(row) + "\n")
+    return append_rows(RESULTS / f"{name}.jsonl", rows)
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Append ``rows`` as JSON lines to ``path`` and flush them to the file before returning.
+
+    A writer killed mid-line leaves a line without its newline; the next rows then start on a line of their
+    own, so only the cut line is lost.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as stream:
+        if stream.tell() > 0:
+            with path.open("rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    stream.write(b"\n")
+        stream.write(b"".join(json.dumps(row).encode() + b"\n" for row in rows))
+        stream.flush()
     return path

@@ -278,6 +278,16 @@ def summarise(results: Sequence[RunResult]) -> dict[str, float]:
             "slowest_trial_its_mean": spread([r.slowest_trial for r in results])[0]}
 
 
+def packing_row(k: int, config: TrainConfig, variant: str, plan: Plan, summary: dict[str, float],
+                single: float | None) -> dict[str, Any]:
+    """The result row of k packed trials; ``single`` is the aggregate rate of k = 1 (None: not measured)."""
+    return {"benchmark": "packing", "model": config.arch, "k": k, "variant": variant,
+            "batch_size": config.batch_size, "threads_per_trial": config.threads,
+            "iterations_per_trial": plan.iterations, "warmup": plan.warmup, "runs": plan.runs,
+            **summary, "images_per_second_mean": summary["aggregate_its_mean"] * config.batch_size,
+            "speedup_vs_k1": summary["aggregate_its_mean"] / single if single else None}
+
+
 def count(text: str, minimum: int = 1) -> int:
     """An argparse type: an integer of at least ``minimum``."""
     value = int(text)
@@ -335,15 +345,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"packing: k={k}: {error}", file=sys.stderr)
             raise SystemExit(1) from None
         single = summary["aggregate_its_mean"] if k == 1 else single
-        speedup = summary["aggregate_its_mean"] / single if single else None
+        row = packing_row(k, config, variant, plan, summary, single)
+        speedup = row["speedup_vs_k1"]
         print(f"{k:>3}  {summary['aggregate_its_mean']:8.1f} +- {summary['aggregate_its_std']:6.1f}  "
               f"{summary['per_trial_its_mean']:14.1f}  "
               f"{'-' if speedup is None else f'{speedup:7.2f}x':>8}", flush=True)
-        rows.append({"benchmark": "packing", "model": config.arch, "k": k, "variant": variant,
-                     "batch_size": config.batch_size, "threads_per_trial": threads,
-                     "iterations_per_trial": args.iterations, "warmup": args.warmup, "runs": args.runs,
-                     **summary, "images_per_second_mean": summary["aggregate_its_mean"] * config.batch_size,
-                     "speedup_vs_k1": speedup})
+        rows.append(row)
     env = environment(device)
     print(f"written to {append_results('packing', [{**row, **env} for row in rows])}")
 

@@ -197,8 +197,8 @@ def print_table(name: str, rows: list[dict[str, Any]], device: torch.device, bat
           f"{args.warmup} warm-up, {device}")
     print(f"  {'variant':<14} {'ms/step':>17} {'images/s':>17} {'vs reference':>14} {'warm-up s':>10}  execution")
     for row in rows:
-        ratio = (f"{row['ratio_vs_reference']:.2f}x +- {row['ratio_vs_reference_std']:.2f}"
-                 if row["ratio_vs_reference"] is not None else "-")
+        ratio = "-" if row["ratio_vs_reference"] is None else f"{row['ratio_vs_reference']:.2f}x" + (
+            "" if row["ratio_vs_reference_std"] is None else f" +- {row['ratio_vs_reference_std']:.2f}")
         print(f"  {row['variant']:<14} {row['seconds_per_step_mean'] * 1e3:8.1f} +- "
               f"{row['seconds_per_step_std'] * 1e3:6.1f} {row['images_per_second']:8.0f} +- "
               f"{row['images_per_second_std']:6.0f} {ratio:>14} {row['warmup_seconds']:10.1f}  {row['execution']}")
