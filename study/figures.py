@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from study.report import GroupResult
 
 DATASET_NAMES = DATASET_TITLES
+
+
+def curves_figure(dataset: str) -> str:
+    """The paper's figure of training curves for ``dataset``: Fig. 4 (ImageNet, Sec. 4.1) or Fig. 6 (CIFAR-10, Sec.
+    4.2)."""
+    return "Fig. 4" if dataset == "imagenet" else "Fig. 6"
 Row = Mapping[str, float]
 
 
@@ -104,8 +110,7 @@ def plot_training_curves(curves: Sequence[GroupCurve], path: Path, title: str, d
         if not members:
             axes.text(0.5, 0.5, f"no {name} in this study", ha="center", va="center", transform=axes.transAxes)
         _style(axes, "iterations", f"{DATASET_NAMES.get(dataset, dataset)} error (%)", name)
-    paper = "Fig. 4 (ImageNet)" if dataset == "imagenet" else "Fig. 6"
-    figure.suptitle(f"{title}: training error (dashed) and test error (bold), as paper {paper}")
+    figure.suptitle(f"{title}: training error (dashed) and test error (bold), as paper {curves_figure(dataset)}")
     return _save(figure, path)
 
 

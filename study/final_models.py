@@ -51,7 +51,8 @@ class FinalModel:
     test_error: float | None = None
     """The test error (%) its final run reported last (top-1)."""
     config: TrainConfig | None = None
-    """The engine configuration its final run trained with (its input size and preset on ImageNet)."""
+    """The engine configuration its final run trained with (its input size and preset on ImageNet); None: the
+    spec's (a model made outside a study)."""
     test_top5_error: float | None = None
     """The top-5 test error (%) its final run reported last (ImageNet; None on CIFAR)."""
 
@@ -79,8 +80,7 @@ def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTr
         group = groups[final["group"]]
         net = create_model(group.arch, shortcut=group.shortcut, num_classes=state["model"]["fc.weight"].shape[0])
         net.load_state_dict(state["model"])
-        config = TrainConfig.from_dict(state["config"]) if "config" in state else \
-            spec.train_config(group, final, seed=int(final["seed"]), val_split=0)
+        config = TrainConfig.from_dict(state["config"])  # every engine checkpoint holds its run's configuration
         errors = {key: None if result.metrics.get(key) is None else float(result.metrics[key])
                   for key in ("test_error", "test_top5_error")}
         found[group.key] = FinalModel(group, run_id, int(final["seed"]), net.eval(), data.normalizer(config),

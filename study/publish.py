@@ -25,7 +25,7 @@ from typing import Any
 from resnet_core import model_info
 from resnet_core.analysis import layer_responses, plot_layer_responses, write_responses_csv
 from study.answer import answer
-from study.figures import GroupCurve, network_label, plot_training_curves
+from study.figures import GroupCurve, curves_figure, network_label, plot_training_curves
 from study.final_models import FinalModel, normalised_test_images
 from study.report import GroupResult, ReportFigure, StudyBudget, report_markdown, write_report
 from study.search import search_space
@@ -127,8 +127,8 @@ def publish_report(spec: StudySpec, tracker: StudyTracker, results: Sequence[Gro
         folder = Path(name)
         write_trials_csv(records, folder / "trials.csv")
         (folder / "answer.json").write_text(json.dumps(answered.as_dict(), indent=2) + "\n")
-        paper_figure = "Fig. 4" if spec.dataset.name == "imagenet" else "Fig. 6"
-        figures = [ReportFigure("fig6_training_curves.png", f"Training curves (paper {paper_figure}): training error "
+        figures = [ReportFigure("fig6_training_curves.png", f"Training curves (paper "
+                                f"{curves_figure(spec.dataset.name)}): training error "
                                 "(dashed) and test error (bold) of each group's chosen configuration; plain nets "
                                 "left, ResNets right")]
         plot_training_curves(group_curves(spec, results, records, tracker), folder / figures[0].path,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.figures import DATASET_NAMES, plot_error_vs_depth
+from study.figures import DATASET_NAMES, curves_figure, plot_error_vs_depth
 
 PAPER_ITERATIONS = 64_000
 """The paper's CIFAR schedule: "terminate training at 64k iterations" (Sec. 4.2)."""
@@ -102,9 +102,9 @@ class StudyBudget:
             reasons.append("no final retraining, so groups compare single validation runs" if self.final_seeds == 0
                            else "one final seed per group gives no spread to judge a difference by")
         if self.iterations < self.paper_iterations / 2:
-            figure = "Fig. 4" if self.imagenet else "Fig. 6"
             reasons.append(f"trials train {100 * self.iterations / self.paper_iterations:.3g}% of the paper's "
-                           f"schedule, far from converged (the depth and plain-vs-residual gaps of {figure} open late)")
+                           f"schedule, far from converged (the depth and plain-vs-residual gaps of "
+                           f"{curves_figure(self.dataset)} open late)")
         if self.sampler != "random" and 0 < self.trials_per_group <= self.startup_trials:
             reasons.append("every trial was a random start-up trial, so the search never used its model")
         flagged = [r.group for r in results if r.flags]

@@ -44,7 +44,7 @@ def test_two_ranks_under_torchrun_draw_disjoint_images_and_end_identical(imagene
     assert len(everything) == len(set(everything)) == DDP_ITERATIONS * 32  # no image twice within the epoch
 
 
-@pytest.mark.slow
+@pytest.mark.e2e  # 90 s; the default suite's tiny ImageNet study (tests/study/test_imagenet_study.py) trains it too
 def test_resnet18_learns_tiny_imagenet_10(imagenet_data_dir: Path, tmp_path: Path) -> None:
     config = TrainConfig.for_dataset(
         "imagenet", arch="resnet18", data=str(imagenet_data_dir / "tiny-imagenet-10.tar.gz"),

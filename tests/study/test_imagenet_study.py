@@ -5,7 +5,7 @@ one-line errors of ImageNet data a study cannot use.
 against plain-18, 2 search trials each (the paper's point and one 200x too large, which is stopped early), one final
 seed each, through ``study/run.py`` as a user runs it. The report gives top-1 and top-5 errors next to Table 2's
 full-ImageNet figures and says that this set's are not comparable; the registered models load from the Model
-Registry and, given the val images' centre crops as uint8, reproduce their runs' test error. About 5 minutes (320 s)
+Registry and, given the val images' centre crops as uint8, X
 on 2 cores (skipped, saying why, without the data).
 """
 
@@ -62,7 +62,7 @@ def test_the_study_reports_top1_and_top5_next_to_table_2_with_the_caveat(tiny_st
     assert "| 27.88 / - |" in out and "| 27.94 / - |" in out  # Table 2: ResNet-18 (A) and plain-18, top-1 only
     assert "on full ImageNet (1000 classes, 1.28M training images" in out
     assert "this dataset has 10 classes and 5,000 training images, so its errors are not comparable with them" in out
-    assert "Budget: 100 iterations per trial (0.0167% of the paper's 600,000, Sec. 3.4) on ImageNet" in out
+    assert "Budget: 60 iterations per trial (0.01% of the paper's 600,000, Sec. 3.4) on ImageNet" in out
     for group in GROUPS:
         assert f"models:/tiny_imagenet-{group}@best" in out
 
@@ -80,11 +80,11 @@ def test_every_trial_logs_top5_curves_and_the_bad_point_is_stopped_early(tiny_st
     for run in final:
         top5 = client.get_metric_history(run.info.run_id, "test_top5_error")
         top1 = client.get_metric_history(run.info.run_id, "test_error")
-        assert [m.step for m in top5] == [m.step for m in top1] == [50, 100]
+        assert [m.step for m in top5] == [m.step for m in top1] == [30, 60]
         assert all(t5.value <= t1.value for t5, t1 in zip(top5, top1))
         assert run.data.metrics["final_test_top5_error"] == top5[-1].value
     learnt = next(run for run in final if run.data.params["group"] == "resnet18-A")
-    assert learnt.data.metrics["final_test_error"] < 75.0  # ResNet-18 learns real images: chance is 90%
+    assert learnt.data.metrics["final_test_error"] < 80.0  # ResNet-18 learns real images: chance is 90%
     parent = next(run for run in runs if run.info.run_name == "tiny_imagenet")
     local = client.download_artifacts(parent.info.run_id, "report/trials.csv", str(folder / "artifacts"))
     rows = list(csv.DictReader(io.StringIO(Path(local).read_text())))
