@@ -41,8 +41,8 @@ FINISHED = (Trial.TERMINATED, Trial.ERROR)
 class StudyPlan:
     """The trials a study will run: per group ``trials_per_group`` in the search, ``final_seeds`` in the final
     retraining, each at most ``iterations`` engine iterations; ``costs`` weighs an iteration of each group (its
-    network's depth: a CIFAR net's work per image grows with it), so that the ETA of a study that measured only
-    its shallow groups so far is not their speed applied to the deep ones."""
+    network's multiply-adds, else its depth: :func:`study.runner.iteration_cost`), so that the ETA of a study that
+    measured only its shallow groups so far is not their speed applied to the deep ones."""
 
     groups: tuple[str, ...]
     trials_per_group: int

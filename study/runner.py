@@ -113,11 +113,19 @@ def concurrent_trials(spec: StudySpec) -> int:
     return max(1, min(fits))
 
 
+def iteration_cost(group: Group) -> float:
+    """The relative work of one training iteration of ``group``, for the ETA: Table 1's multiply-adds where the
+    registry has them (ImageNet: ResNet-50's bottlenecks cost about what ResNet-34's blocks do, not 50/34 of it),
+    else the depth (the CIFAR nets' cost grows with their depth at fixed width, Sec. 4.2)."""
+    flops = model_info(group.arch).paper_flops
+    return float(flops) if flops else float(group.depth)
+
+
 def study_plan(spec: StudySpec) -> StudyPlan:
     """The trials the study will run, for its console."""
     groups = spec.study_groups()
     return StudyPlan(tuple(g.key for g in groups), spec.search.trials_per_group, spec.train.final_seeds,
-                     spec.train.iterations, costs=tuple(float(g.depth) for g in groups))
+                     spec.train.iterations, costs=tuple(iteration_cost(g) for g in groups))
 
 
 def tune_verbosity(verbose: bool) -> int:

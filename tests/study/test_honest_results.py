@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 import study.run as run_module
 from study.ray_token import ensure_private_token
 from study.report import StudyBudget, format_table
-from study.runner import choose, paper_error, study_budget, summarise
+from study.runner import choose, iteration_cost, paper_error, study_budget, summarise
 from study.spec import Group, load_spec
 from study.tracking import StudyTracker
 from study.trial import worker_device
@@ -58,6 +58,12 @@ def test_the_paper_figures_only_where_the_paper_has_them() -> None:
     assert paper_error(imagenet, Group("resnet50", "A", 50, True)) == (None, None)  # Table 3's ResNet-50 is B
     assert paper_error(imagenet, Group("resnet18", "A", 18, True)) == (27.88, None)  # Table 2 gives top-1 only
     assert paper_error(imagenet, Group("plain34", None, 34, False)) == (28.54, 10.02)
+
+
+def test_the_eta_weighs_an_iteration_by_the_networks_work() -> None:
+    assert iteration_cost(Group("resnet56", "A", 56, True)) == 56.0  # CIFAR: work per image grows with depth
+    assert iteration_cost(Group("resnet50", "B", 50, True)) == 3.8  # ImageNet: Table 1's multiply-adds (10^9)
+    assert iteration_cost(Group("resnet34", "A", 34, True)) == iteration_cost(Group("plain34", None, 34, False))
 
 
 def test_the_report_states_its_budget_and_says_when_comparisons_mean_nothing() -> None:
