@@ -13,7 +13,7 @@ import pytest
 from resnet_core import TrainConfig, fit, load_image_dataset
 
 
-@pytest.mark.slow
+@pytest.mark.e2e  # 75 s; the default suite's real-data learning check is the tiny ImageNet study's ResNet-18
 def test_resnet20_learns_cifar10_in_200_iterations(real_data_dir: Path, tmp_path_factory) -> None:
     data = load_image_dataset(real_data_dir / "cifar10-jpeg.tar.gz", cache_dir=tmp_path_factory.mktemp("cache"))
     assert (len(data.train_labels), len(data.test_labels), data.num_classes) == (50_000, 10_000, 10)
