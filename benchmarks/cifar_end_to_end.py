@@ -192,6 +192,11 @@ def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return normalizer.mean.flatten().tolist(), normalizer.std.flatten().tolist()
 
 
+def default_reference_workers() -> int:
+    """DataLoader workers of the reference pipeline when none are asked for: min(4, CPUs of this process)."""
+    return min(4, affinity_cpus() or os.cpu_count() or 1)
+
+
 def reference_loader(root: Path, mean: list[float], std: list[float], workers: int, device: torch.device
                      ) -> DataLoader:
     """The common torchvision pipeline: per-image PIL augmentation (Sec. 4.2's pad-4 crop and flip) in workers."""
@@ -392,7 +397,7 @@ def main() -> None:
     torch.set_num_threads(default_threads() or torch.get_num_threads())  # the engine's choice, for both pipelines
     iterations = args.iterations or (500 if device.type == "cuda" else 100)
     cpus = affinity_cpus() or os.cpu_count() or 1
-    workers = min(4, cpus) if args.reference_workers is None else args.reference_workers
+    workers = default_reference_workers() if args.reference_workers is None else args.reference_workers
     counts = (args.warmup, iterations, args.runs)
     env = {"benchmark": BENCHMARK, **environment(device), "arch": args.arch, "cpus": cpus,
            "reference_workers": workers}

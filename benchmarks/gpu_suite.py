@@ -306,12 +306,11 @@ def run_end_to_end(job: StageJob) -> None:
     from resnet_core.data.cache import resolve_cache_dir
     from resnet_core.engine.distributed import current_group
     from resnet_core.engine.inputs import cifar_inputs
-    from resnet_core.engine.step import affinity_cpus
 
     dataset = job.data.loader()()
     warmup, iterations, runs = job.sizes.e2e_counts
     workers = job.sizes.reference_workers
-    workers = min(4, affinity_cpus() or os.cpu_count() or 1) if workers is None else workers
+    workers = e2e.default_reference_workers() if workers is None else workers
     common = {"benchmark": e2e.BENCHMARK, "arch": ARCH, "reference_workers": workers}
     with tempfile.TemporaryDirectory(prefix="gpu-suite-") as scratch:  # a dry run's pickles go with it
         cache_root = Path(scratch) if job.dry_run else resolve_cache_dir(None)

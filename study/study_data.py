@@ -96,6 +96,8 @@ class ImageFolderData:
     index: ImageFolderIndex
     dataset: str = "imagenet"
     _normalizers: dict[tuple[str, int, int], Normalizer] = field(default_factory=dict, repr=False)
+    _response_crops: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    """The :data:`RESPONSE_IMAGES` centre crops by crop side, decoded once for every group's model."""
 
     def __post_init__(self) -> None:
         missing = sorted(set(self.index.classes) - {self.index.classes[label] for _, label in self.index.val})
@@ -152,9 +154,13 @@ class ImageFolderData:
         return self._normalizers[key]
 
     def test_batches(self, config: TrainConfig, batch_size: int = 500) -> Iterator[torch.Tensor]:
-        paths, view = self._spread(RESPONSE_IMAGES), self._view(config)
-        for start in range(0, len(paths), batch_size):
-            yield torch.stack([view(read_image(self.index.root / path)) for path in paths[start:start + batch_size]])
+        if config.image_size not in self._response_crops:
+            view = self._view(config)
+            self._response_crops[config.image_size] = torch.stack(
+                [view(read_image(self.index.root / path)) for path in self._spread(RESPONSE_IMAGES)])
+        crops = self._response_crops[config.image_size]
+        for start in range(0, len(crops), batch_size):
+            yield crops[start:start + batch_size]
 
 
 def load_study_data(name: str, path: str, *, download: bool, cache_dir: str | None, path_option: str) -> StudyData:
