@@ -218,9 +218,8 @@ class GroupsSpec:
     repeated for each value, each tuned separately."""
 
     def __post_init__(self) -> None:
-        usable = study_architectures()
-        every = ", ".join(name for names in usable.values() for name in names)
-        _require(self.archs, f"groups.archs is empty: list at least one architecture of {every}")
+        usable = [name for names in study_architectures().values() for name in names]
+        _require(self.archs, f"groups.archs is empty: list at least one architecture of {', '.join(usable)}")
         for i, entry in enumerate(self.archs):
             self._checked_entry(f"groups.archs[{i}]", entry, usable)
         families = {model_info(arch).family for arch, _ in self.entries()}
@@ -235,9 +234,9 @@ class GroupsSpec:
             _require(len(set(map(repr, values))) == len(values), f"groups.{name} repeats a value")
 
     @staticmethod
-    def _checked_entry(key: str, entry: str, usable: Mapping[str, list[str]]) -> None:
-        known = {name for names in usable.values() for name in names}
-        every = ", ".join(name for names in usable.values() for name in names)
+    def _checked_entry(key: str, entry: str, usable: Sequence[str]) -> None:
+        """``entry`` is one of the ``usable`` architectures, or one of them pinned to an option (``resnet50-B``)."""
+        known, every = set(usable), ", ".join(usable)
         if entry in known:
             return
         _require(entry not in set(list_models()), f"{key}: {entry} has no fixed depth: use one of {every}")
