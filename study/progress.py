@@ -14,12 +14,14 @@ sooner than that.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
@@ -93,13 +95,23 @@ def format_duration(seconds: float) -> str:
 
 
 def error_reason(trial: Trial) -> str:
-    """The first line of a failed trial's error, as Tune recorded it."""
-    try:
-        error = trial.get_pickled_error() or trial.get_error()
-    except Exception:  # noqa: BLE001 - an unreadable error file must not stop the study's console
-        error = None
-    text = str(error or "no error recorded").strip().splitlines()
-    return text[-1][:200] if text else type(error).__name__
+    """The last line of a failed trial's error (its exception and message), as Tune recorded it. Tune writes the error
+    next to the trial in this process first and copies it to the run's storage later, after the callbacks ran: the
+    local copy is read first."""
+    local = getattr(trial, "local_path", None)
+    name = getattr(getattr(trial, "run_metadata", None), "error_filename", None)
+    text = ""
+    if local and name:
+        with contextlib.suppress(OSError):
+            text = (Path(local) / name).read_text()
+    if not text.strip():
+        try:
+            error = trial.get_pickled_error() or trial.get_error()
+        except Exception:  # noqa: BLE001 - an unreadable error file must not stop the study's console
+            error = None
+        text = str(error or "no error recorded")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:200] if lines else "no error recorded"
 
 
 class ConsoleProgress(Callback):

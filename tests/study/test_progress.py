@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from ray.tune.experiment import Trial
 
-from study.progress import FINAL, SEARCH, ConsoleProgress, StudyPlan, format_duration
+from study.progress import FINAL, SEARCH, ConsoleProgress, StudyPlan, error_reason, format_duration
 
 PLAN = StudyPlan(groups=("resnet20-A", "plain20"), trials_per_group=2, final_seeds=1, iterations=100)
 
@@ -116,6 +118,20 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place() -> None:
     assert not text.endswith("\n")  # the status line stays the last, unterminated line
     progress.on_experiment_end([trial])
     assert stream.getvalue().endswith("]\n")  # the phase's last status becomes a line of its own
+
+
+def test_a_failed_trials_line_reads_the_error_tune_has_just_written(tmp_path: Path) -> None:
+    """Tune writes a trial's error next to it in the driver, and copies it to the run's storage only after the
+    callbacks ran: the line names the error from the local copy, not "no error recorded"."""
+    (tmp_path / "error.txt").write_text("Failure # 1 (occurred at 2026-12-04_15-30-47)\nray::ImplicitFunc.train() (pid=1)"
+                                        "\n  File x\nDeprecationWarning: `ray.train.get_context` is deprecated\n")
+    failed = FakeTrial("a", {"group": "plain20", "lr": 0.1}, Trial.RUNNING)
+    failed.local_path = str(tmp_path)
+    failed.run_metadata = SimpleNamespace(error_filename="error.txt")
+    failed.get_pickled_error = lambda: None  # not in the run's storage yet
+    assert error_reason(failed) == "DeprecationWarning: `ray.train.get_context` is deprecated"
+    failed.run_metadata = SimpleNamespace(error_filename=None)
+    assert error_reason(failed) == "no error recorded"
 
 
 def test_the_final_phase_counts_the_search_and_shows_test_errors() -> None:
