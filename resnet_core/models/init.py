@@ -14,6 +14,10 @@ from torch import nn
 def init_he(module: nn.Module) -> None:
     """Initialise every convolution and batch-norm layer under ``module`` in place."""
     for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)) and getattr(layer.weight, "is_meta", False):
+            # a model built on the meta device (to check its options) holds no values; initialising them anyway
+            # loads PyTorch's meta-tensor kernels, about a second of every fresh process's start-up
+            continue
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             if layer.bias is not None:
