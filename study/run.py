@@ -138,7 +138,7 @@ def check_local_resources(spec: "StudySpec") -> None:
     import ray
 
     from resnet_core import ResnetCoreError
-    from study.runner import TRIAL_DRIVER_CPUS
+    from study.runner import TRIAL_DRIVER_CPUS, trial_footprint
 
     total = ray.cluster_resources()
     need_gpus = spec.resources.workers_per_trial * spec.resources.gpus_per_worker
@@ -148,13 +148,17 @@ def check_local_resources(spec: "StudySpec") -> None:
             f"resources.gpus_per_worker={spec.resources.gpus_per_worker} needs {need_gpus:g} GPU per trial but "
             f"this machine has {total.get('GPU', 0.0):g}: --set resources.gpus_per_worker=0 --set train.device=cpu"
         )
-    need_cpus = TRIAL_DRIVER_CPUS + spec.resources.workers_per_trial * spec.resources.cpus_per_worker
-    if need_cpus > total.get("CPU", 0.0) + 1e-9:
-        fits = max(0.05, (total.get("CPU", 0.0) - TRIAL_DRIVER_CPUS) / spec.resources.workers_per_trial) // 0.05 * 0.05
+    need_cpus = trial_footprint(spec.resources)["CPU"]
+    have = total.get("CPU", 0.0)
+    if need_cpus > have + 1e-9:
         ray.shutdown()
+        if spec.resources.trains_in_trial_process:
+            raise ResnetCoreError(f"a trial needs {need_cpus:g} CPUs (resources.cpus_per_worker) but this machine "
+                                  f"has {have:g}: --set resources.cpus_per_worker={max(0.05, have // 0.05 * 0.05):.2g}")
+        fits = max(0.05, (have - TRIAL_DRIVER_CPUS) / spec.resources.workers_per_trial) // 0.05 * 0.05
         raise ResnetCoreError(
             f"a trial needs {need_cpus:g} CPUs (resources.workers_per_trial x cpus_per_worker + "
-            f"{TRIAL_DRIVER_CPUS} for its driver) but this machine has {total.get('CPU', 0.0):g}: "
+            f"{TRIAL_DRIVER_CPUS} for its driver) but this machine has {have:g}: "
             f"--set resources.cpus_per_worker={fits:.2g} (or fewer resources.workers_per_trial)"
         )
 

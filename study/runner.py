@@ -31,17 +31,39 @@ from study.progress import FINAL, SEARCH, ConsoleProgress, StudyPlan
 from study.publish import publish_report
 from study.report import PAPER_ITERATIONS, GroupResult, StudyBudget, format_table, format_values
 from study.search import METRIC, MODE, GroupedScheduler, GroupedSearcher, search_space, startup_trials
-from study.spec import Group, StudySpec, spec_from_dict
+from study.spec import Group, ResourcesSpec, StudySpec, spec_from_dict
 from study.stop_signals import StopSignals
 from study.study_data import StudyData
 from study.tracking import MlflowTrialCallback, StudyTracker
-from study.trial import searched_values, trial_driver, trial_train_config
+from study.trial import WORKER_FAILURES_TOLERATED, searched_values, trial_driver, trial_train_config
 
 log = logging.getLogger(__name__)
 
 TRIAL_DRIVER_CPUS = 0.1
-"""CPUs reserved for a trial's driver, which only waits for its TorchTrainer; the workers get the rest.
+"""CPUs reserved for a trial's driver where it only waits for its TorchTrainer's worker group, which gets the rest.
 Kept small so a 2-core machine still fits a trial's workers next to its driver."""
+
+
+def trial_process_resources(resources: ResourcesSpec) -> dict[str, float]:
+    """What Tune reserves for a trial's own process: the worker's CPUs and GPUs where the trial trains in it, else
+    the driver's :data:`TRIAL_DRIVER_CPUS` (its worker group reserves its own)."""
+    if not resources.trains_in_trial_process:
+        return {"CPU": TRIAL_DRIVER_CPUS}
+    reserved = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker > 0:
+        reserved["GPU"] = resources.gpus_per_worker
+    return reserved
+
+
+def trial_footprint(resources: ResourcesSpec) -> dict[str, float]:
+    """All a running trial holds: its own process and, where it has one, its worker group."""
+    if resources.trains_in_trial_process:
+        return trial_process_resources(resources)
+    return {"CPU": TRIAL_DRIVER_CPUS + resources.workers_per_trial * resources.cpus_per_worker,
+            "GPU": resources.workers_per_trial * resources.gpus_per_worker}
+
+TUNE_CHECKPOINTS_KEPT = 2
+"""Checkpoints Tune keeps per trial (a trial that trains in its own process): the newest two (see _tune_run_config)."""
 
 CHANCE_MARGIN = 2.0
 """A trial whose validation error is within this many points of chance after its grace period is stopped;
@@ -105,11 +127,8 @@ def concurrent_trials(spec: StudySpec) -> int:
     import ray
 
     total = ray.cluster_resources()
-    resources = spec.resources
-    fits = [int((total.get("CPU", 0.0) + 1e-9) // (TRIAL_DRIVER_CPUS + resources.workers_per_trial
-                                                  * resources.cpus_per_worker))]
-    if resources.gpus_per_worker > 0:
-        fits.append(int((total.get("GPU", 0.0) + 1e-9) // (resources.workers_per_trial * resources.gpus_per_worker)))
+    fits = [int((total.get(kind, 0.0) + 1e-9) // need)
+            for kind, need in trial_footprint(spec.resources).items() if need > 0]
     return max(1, min(fits))
 
 
@@ -142,7 +161,25 @@ def _callbacks(spec: StudySpec, tracker: StudyTracker, phase: str) -> list[tune.
 
 def _trainable(spec: StudySpec, storage: str) -> Any:
     bound = tune.with_parameters(trial_driver, spec=spec.to_dict(), storage_path=f"{storage}/train")
-    return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
+    return tune.with_resources(bound, trial_process_resources(spec.resources))
+
+
+def _failure_config(spec: StudySpec) -> tune.FailureConfig:
+    """Tune restarts a failed trial from its last checkpoint where the trial trains in its own process; a worker
+    group's failures are Ray Train's to handle (``study.trial``), not retried a second time by Tune."""
+    in_trial = spec.resources.trains_in_trial_process
+    return tune.FailureConfig(max_failures=WORKER_FAILURES_TOLERATED if in_trial else 0)
+
+
+def _tune_run_config(spec: StudySpec, name: str, storage: str, callbacks: list[tune.Callback],
+                     verbose: bool) -> tune.RunConfig:
+    """A phase's Tune run: its storage, callbacks and console; trial restarts; the two newest checkpoints per trial
+    kept (a trial that trains in its own process checkpoints through Tune). Two, not one: Tune snapshots its
+    experiment state whenever a trial has written ``num_to_keep`` checkpoints since the last snapshot, so with one it
+    would snapshot after every checkpoint (and warn when two trials checkpoint within seconds)."""
+    return tune.RunConfig(name=name, storage_path=storage, callbacks=callbacks, verbose=tune_verbosity(verbose),
+                          failure_config=_failure_config(spec),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=TUNE_CHECKPOINTS_KEPT))
 
 
 def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes: int,
@@ -171,8 +208,7 @@ def run_search(spec: StudySpec, tracker: StudyTracker, storage: str, num_classes
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=METRIC, mode=MODE,
                                         num_samples=len(groups) * spec.search.trials_per_group,
                                         max_concurrent_trials=concurrent_trials(spec)),
-            run_config=tune.RunConfig(name=SEARCH, storage_path=f"{storage}", callbacks=callbacks,
-                                      verbose=tune_verbosity(verbose)),
+            run_config=_tune_run_config(spec, SEARCH, storage, callbacks, verbose),
         )
 
     return _fit(f"{storage}/search", trainable, make, signals)
@@ -253,8 +289,7 @@ def run_final(spec: StudySpec, choices: list[Choice], tracker: StudyTracker, sto
         return tune.Tuner(
             trainable, param_space={"final": tune.grid_search(runs)},
             tune_config=tune.TuneConfig(metric="test_error", mode="min", max_concurrent_trials=concurrent_trials(spec)),
-            run_config=tune.RunConfig(name=FINAL, storage_path=storage, callbacks=callbacks,
-                                      verbose=tune_verbosity(verbose)),
+            run_config=_tune_run_config(spec, FINAL, storage, callbacks, verbose),
         )
 
     return _fit(f"{storage}/final", trainable, make, signals)

@@ -68,6 +68,8 @@ ImageNet nets (Table 1)."""
 PINNED_SHORTCUT = re.compile(r"(?P<arch>.+)-(?P<option>[A-Za-z])")
 """``resnet50-B`` under ``groups.archs``: one architecture with its own shortcut option, whatever
 ``groups.shortcuts`` says (Table 3's ResNet-50 is option B only)."""
+WORKER_GROUP_MODES = ("auto", "always")
+"""``resources.worker_group``: when a trial trains in a Ray Train worker group (see :class:`ResourcesSpec`)."""
 T = TypeVar("T")
 DOCUMENTED = ConfigDict(use_attribute_docstrings=True)
 """Each key's docstring becomes its description in the spec's JSON Schema (:mod:`study.spec_schema`)."""
@@ -394,13 +396,25 @@ class ResourcesSpec:
     gpus_per_worker: float = 0.0
     max_concurrent_trials: int = 0
     """0: as many trials at once as the resources allow."""
+    worker_group: str = "auto"
+    """Where a trial trains. ``auto``: a trial of one worker trains in the trial's own process (Ray Train's local
+    mode, ``num_workers=0``: no worker group, controller or helper actors to start, which on a small machine cost
+    more time than a short trial trains; a failed or interrupted trial restarts from its last checkpoint through
+    Tune), and a trial of several workers in a Ray Train worker group. ``always``: every trial in a worker group,
+    one worker too (Ray Train restarts a failed worker group itself)."""
 
     def __post_init__(self) -> None:
         gpus = self.gpus_per_worker
         _at_least("resources", self, {"workers_per_trial": 1, "gpus_per_worker": 0, "max_concurrent_trials": 0})
+        _one_of("resources.worker_group", self.worker_group, WORKER_GROUP_MODES)
         _require(self.cpus_per_worker > 0, f"resources.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         _require(gpus <= 1 or gpus.is_integer(), f"resources.gpus_per_worker={gpus}: fractional GPUs only below "
                                                  "one; use a value in [0, 1] or a whole number")
+
+    @property
+    def trains_in_trial_process(self) -> bool:
+        """Whether a trial's training runs in the trial's own process rather than a Ray Train worker group."""
+        return self.workers_per_trial == 1 and self.worker_group == "auto"
 
 
 @with_config(DOCUMENTED)
@@ -627,11 +641,29 @@ def check_resumable(stored_yaml: str | None, spec: StudySpec) -> None:
         return
     stored = yaml.safe_load(stored_yaml)
     changes = changed_keys(stored if isinstance(stored, Mapping) else {}, spec)
+    _check_same_trial_place(stored if isinstance(stored, Mapping) else {}, spec)
     if changes:
         listed = ", ".join(f"{key} ({before!r} -> {after!r})" for key, before, after in changes[:6])
         more = f" and {len(changes) - 6} more" if len(changes) > 6 else ""
         raise SpecError(f"study {spec.name!r} was started with other values of {listed}{more}: resume it with the "
                         f"spec it was started with, or start a new study with --set name=NEW_NAME")
+
+
+def _check_same_trial_place(stored: Mapping[str, Any], spec: StudySpec) -> None:
+    """Resources may change on resume, but not where a trial trains: a worker group's checkpoints are Ray Train's,
+    an in-process trial's are Tune's, and a trial that moved would not find its own and start over."""
+    try:
+        before = spec_from_dict(stored).resources
+    except SpecError:
+        return
+    now = spec.resources
+    if before.trains_in_trial_process != now.trains_in_trial_process:
+        raise SpecError(f"study {spec.name!r} was started with resources.workers_per_trial={before.workers_per_trial} "
+                        f"and resources.worker_group={before.worker_group} (its trials train in "
+                        f"{'their own process' if before.trains_in_trial_process else 'a worker group'}, where their "
+                        f"checkpoints are): resume it with --set resources.workers_per_trial={before.workers_per_trial}"
+                        f" --set resources.worker_group={before.worker_group}, or start a new study with "
+                        "--set name=NEW_NAME")
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,13 +1,18 @@
-"""One trial of a study: a Tune trial whose body starts a Ray Train ``TorchTrainer`` over resnet_core.
+"""One trial of a study: a Tune trial whose body runs a Ray Train ``TorchTrainer`` over resnet_core.
 
-The Tune trial is a light driver (:func:`trial_driver`); the training happens in the TorchTrainer's
-workers (:func:`train_worker`), each running resnet_core's engine -- the same :func:`resnet_core.fit`
-the single-run CLI calls -- data-parallel when there is more than one worker. Every evaluation is
-reported to Ray (and through ``TuneReportCallback`` to Tune, for early stopping) with rank 0's atomic
+The Tune trial is the trial's process (:func:`trial_driver`). A trial of one worker trains right there, through
+Ray Train's local mode (``ScalingConfig(num_workers=0)``, :func:`train_in_trial`): on a small machine, starting a
+worker group -- a controller, a worker, and the helper actors around them, each a Python process that imports
+Ray Train and PyTorch -- took longer than a short trial trains (``benchmarks/study_overhead.py``). A trial of
+several workers (or any trial with ``resources.worker_group: always``) starts a worker group whose workers
+(:func:`train_worker`) train data-parallel. Either way every worker runs resnet_core's engine -- the same
+:func:`resnet_core.fit` the single-run CLI calls -- and every evaluation is reported with rank 0's atomic
 checkpoint; so is every checkpoint the engine writes between evaluations (at least every
-``train.checkpoint_minutes``), as a report holding only ``iteration``. A failed worker group restarts from the
-last of them (``FailureConfig``), and so does a trial of an interrupted study when the study is resumed
-(Ray Train finds the run's checkpoints again under the same name and storage).
+``train.checkpoint_minutes``), as a report holding only ``iteration``. A worker group reports to Ray Train, which
+hands each report to Tune (``TuneReportCallback``) and restarts a failed group from the last checkpoint
+(``FailureConfig``); a trial training in its own process reports to Tune directly, and Tune restarts it from the
+last checkpoint when it fails (``tune.FailureConfig``, :data:`WORKER_FAILURES_TOLERATED`). A trial of an
+interrupted study continues from the same checkpoint when the study is resumed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +50,8 @@ REPLAYED = "evaluations_before_restart"
 cut by the interruption still reaches MLflow (which logs each iteration once)."""
 
 WORKER_FAILURES_TOLERATED = 2
-"""How often a trial's worker group may fail and restart from its last checkpoint."""
+"""How often a trial's training may fail and restart from its last checkpoint: its worker group (Ray Train), or the
+trial itself where it trains in its own process (Tune)."""
 
 
 def worker_device(spec_device: str, ray_device: str) -> str:
@@ -58,16 +65,31 @@ def worker_device(spec_device: str, ray_device: str) -> str:
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """The per-worker body: resnet_core's engine with reports (and rank 0's checkpoint) to Ray Train."""
-    first_report: dict[str, Any] = {WORKER_STARTED_AT: time.time()}  # what the worker's first report adds
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
+    """A Ray Train worker's body: resnet_core's engine, reporting (with rank 0's checkpoint) to Ray Train."""
+    started = time.time()
+    _train(loop_config, started, rank=ray.train.get_context().get_world_rank(),
+           ray_device=str(ray.train.torch.get_device()), previous=ray.train.get_checkpoint(), send=ray.train.report)
+
+
+def train_in_trial(loop_config: dict[str, Any]) -> None:
+    """The body of a trial that trains in its own process (Ray Train's local mode, inside the Tune trial): the engine,
+    reporting to Tune, on the GPU Tune reserved for the trial if any. (Ray Train's own ``get_context`` and ``report``
+    refuse to run inside a Tune trial; Tune's are the ones that reach it.)"""
+    started = time.time()
+    gpus = ray.get_gpu_ids()
+    _train(loop_config, started, rank=0, ray_device="cuda:0" if gpus else "cpu", previous=ray.tune.get_checkpoint(),
+           send=ray.tune.report)
+
+
+def _train(loop_config: dict[str, Any], started: float, rank: int, ray_device: str, previous: Checkpoint | None,
+           send: Callable[..., None]) -> None:
+    """Run the engine on one worker: restore ``previous`` if given, ``send`` every evaluation and checkpoint."""
+    first_report: dict[str, Any] = {WORKER_STARTED_AT: started}  # what the worker's first report adds
     config = TrainConfig.from_dict(loop_config)
-    config = config.replace(device=worker_device(config.device, str(ray.train.torch.get_device())))
+    config = config.replace(device=worker_device(config.device, ray_device))
     out_dir = Path(tempfile.mkdtemp(prefix=f"resnet-trial-rank{rank}-"))
     resume_from = None
-    previous = ray.train.get_checkpoint()
-    if previous is not None:  # a restarted worker group (or a resumed study) continues exactly
+    if previous is not None:  # a restarted worker group or trial (or a resumed study) continues exactly
         restored = Path(previous.to_directory(str(out_dir / "restored")))
         resume_from = restored / CHECKPOINT_NAME
         state = load_checkpoint(resume_from)
@@ -80,7 +102,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         checkpoint = None
         if rank == 0 and checkpoint_file is not None:
             checkpoint = Checkpoint.from_directory(str(Path(checkpoint_file).parent))
-        ray.train.report(metrics, checkpoint=checkpoint)  # every worker reports; rank 0's metrics count
+        send(metrics, checkpoint=checkpoint)  # every worker reports; rank 0's metrics count
 
     def report_evaluation(evaluation: EvalReport) -> None:
         report({key: value for key, value in evaluation.row().items() if value is not None}, evaluation.checkpoint)
@@ -116,14 +138,18 @@ def trial_driver(config: dict[str, Any], spec: dict[str, Any], storage_path: str
     config = {**config, **config.get("final", {})}
     _, train_config = trial_train_config(study, config)
     resources = study.resources
-    per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
-    if resources.gpus_per_worker > 0:
-        per_worker["GPU"] = resources.gpus_per_worker
+    if resources.trains_in_trial_process:  # Ray Train's local mode: this process trains (Tune reserved its resources)
+        scaling = ScalingConfig(num_workers=0)
+    else:
+        per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
+        if resources.gpus_per_worker > 0:
+            per_worker["GPU"] = resources.gpus_per_worker
+        scaling = ScalingConfig(num_workers=resources.workers_per_trial, use_gpu=resources.gpus_per_worker > 0,
+                                resources_per_worker=per_worker)
     trainer = TorchTrainer(
-        train_worker,
+        train_in_trial if resources.trains_in_trial_process else train_worker,
         train_loop_config=train_config.to_dict(),
-        scaling_config=ScalingConfig(num_workers=resources.workers_per_trial,
-                                     use_gpu=resources.gpus_per_worker > 0, resources_per_worker=per_worker),
+        scaling_config=scaling,
         run_config=RunConfig(
             name=f"{study.name}-{ray.tune.get_context().get_trial_id()}",
             storage_path=storage_path,

@@ -1,10 +1,11 @@
 """Interruptions and faults, for real, on one trial of plain-20 on real CIFAR-10 images (one worker, a wall-time
-checkpoint about every 25 iterations):
+checkpoint about every 25 iterations), in both places a trial trains: its own process (the default for one worker,
+Ray Train's local mode) and a Ray Train worker group (``resources.worker_group=always``; e2e):
 
-1. the study starts; once a checkpoint between evaluations exists, one TorchTrainer worker process is SIGKILLed:
-   the worker group restarts from that checkpoint; once MLflow has recorded the restart, the study gets SIGINT
-   (as Ctrl-C sends it, to the whole process group): it exits 130, says how far it got and how to resume, and
-   every MLflow run of the study is KILLED;
+1. the study starts; once a checkpoint between evaluations exists, the process that trains is SIGKILLed: the
+   trial (Tune) or its worker group (Ray Train) restarts from that checkpoint; once MLflow has recorded the
+   restart, the study gets SIGINT (as Ctrl-C sends it, to the whole process group): it exits 130, says how far it
+   got and how to resume, and every MLflow run of the study is KILLED;
 2. the printed resume command continues the trial from its last checkpoint; SIGTERM (what ``kill`` and
    ``ray job stop`` send) once it trains again (its restart recorded): exit 143, runs KILLED;
 3. the same command again finishes the study: exit 0, one MLflow run per trial, FINISHED, no repeated
@@ -61,23 +62,37 @@ def _wait_for(what: str, condition: Callable[[], bool], driver: subprocess.Popen
         time.sleep(1)
 
 
-def _latest_checkpoint(folder: Path) -> int:
-    """The iteration of the newest checkpoint Ray Train has registered for the trial (0 if none): the one a
-    restarted worker group gets. (A checkpoint a worker has written but Ray Train not yet taken in is not one.)"""
-    for snapshot in (folder / "ray_results").glob("smoke/train/*/checkpoint_manager_snapshot.json"):
-        with contextlib.suppress(OSError, ValueError):  # being rewritten: look again later
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
-            return int(latest.get("metrics", {}).get("iteration", 0))
-    return 0
+def _latest_checkpoint(folder: Path, worker_group: str) -> int:
+    """The iteration of the newest checkpoint registered for the trial (0 if none): the one a restart gets. A worker
+    group's is in Ray Train's checkpoint manager snapshot; a trial training in its own process reports its
+    checkpoints to Tune, whose result log names the checkpoint of each result it has taken in. (A checkpoint a
+    worker has written but Ray not yet taken in is not one.)"""
+    if worker_group == "always":
+        for snapshot in (folder / "ray_results").glob("smoke/train/*/checkpoint_manager_snapshot.json"):
+            with contextlib.suppress(OSError, ValueError):  # being rewritten: look again later
+                latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+                return int(latest.get("metrics", {}).get("iteration", 0))
+        return 0
+    latest = 0
+    for results in (folder / "ray_results").glob("smoke/search/trial_driver_*/result.json"):
+        with contextlib.suppress(OSError):
+            for line in results.read_text().splitlines():
+                with contextlib.suppress(ValueError):  # a line being written: look again later
+                    row = json.loads(line)
+                    if row.get("checkpoint_dir_name"):
+                        latest = int(row["iteration"])
+    return latest
 
 
-def _train_workers() -> list[psutil.Process]:
-    workers = []
+def _training_processes(worker_group: str) -> list[psutil.Process]:
+    """The processes that train the trial: its worker group's workers, or the Tune trial's own process."""
+    name = "ray::RayTrainWorker" if worker_group == "always" else "ray::ImplicitFunc"
+    found = []
     for process in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if (process.info["cmdline"] or [""])[0].startswith("ray::RayTrainWorker"):
-                workers.append(process)
-    return workers
+            if (process.info["cmdline"] or [""])[0].startswith(name):
+                found.append(process)
+    return found
 
 
 def _run_statuses(folder: Path) -> dict[str, str]:
@@ -103,22 +118,26 @@ def _stop(driver: subprocess.Popen, number: int, group: bool) -> int:
             os.killpg(driver.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def interrupted(cifar_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    folder = tmp_path_factory.mktemp("interrupted")
-    command = [sys.executable, str(RUN), *smoke_args(cifar_subset, *ONE_TRIAL)]
-    seen: dict = {"folder": folder, "started": time.monotonic()}
+@pytest.fixture(scope="module", params=["auto", pytest.param("always", marks=pytest.mark.e2e)])
+def interrupted(request: pytest.FixtureRequest, cifar_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    worker_group = request.param
+    folder = tmp_path_factory.mktemp(f"interrupted-{worker_group}")
+    args = smoke_args(cifar_subset, *ONE_TRIAL, "--set", f"resources.worker_group={worker_group}")
+    command = [sys.executable, str(RUN), *args]
+    seen: dict = {"folder": folder, "started": time.monotonic(), "worker_group": worker_group, "args": args}
+
+    def latest() -> int:
+        return _latest_checkpoint(folder, worker_group)
 
     first = _start(folder, command, "first.log")
-    _wait_for("a checkpoint between evaluations", lambda: 0 < _latest_checkpoint(folder) < 100, first,
-              folder / "first.log")
-    seen["killed_worker_after"] = _latest_checkpoint(folder)
-    workers = _train_workers()
+    _wait_for("a checkpoint between evaluations", lambda: 0 < latest() < 100, first, folder / "first.log")
+    seen["killed_worker_after"] = latest()
+    workers = _training_processes(worker_group)
     assert len(workers) == 1, workers
     workers[0].send_signal(signal.SIGKILL)
     _wait_for("the restart recorded in MLflow", lambda: _restarts_logged(folder) == 1, first, folder / "first.log")
     seen["sigint_code"] = _stop(first, signal.SIGINT, group=True)
-    seen["sigint_after"] = _latest_checkpoint(folder)  # the last checkpoint the interrupted trial left
+    seen["sigint_after"] = latest()  # the last checkpoint the interrupted trial left
     seen["first_log"] = (folder / "first.log").read_text()
     seen["after_sigint"] = _run_statuses(folder)
 
@@ -130,7 +149,7 @@ def interrupted(cifar_subset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     _wait_for("the resumed trial's restart recorded in MLflow", lambda: _restarts_logged(folder) == 2, second,
               folder / "second.log")
     seen["sigterm_code"] = _stop(second, signal.SIGTERM, group=False)
-    seen["sigterm_after"] = _latest_checkpoint(folder)
+    seen["sigterm_after"] = latest()
     seen["second_log"] = (folder / "second.log").read_text()
     seen["after_sigterm"] = _run_statuses(folder)
 
@@ -138,7 +157,7 @@ def interrupted(cifar_subset: Path, tmp_path_factory: pytest.TempPathFactory) ->
                            timeout=900)
     seen["third"] = third
     seen["seconds"] = time.monotonic() - seen["started"]
-    print(f"\nkill, interrupt and resume scenario: {seen['seconds']:.0f} s")
+    print(f"\nkill, interrupt and resume scenario (worker_group={worker_group}): {seen['seconds']:.0f} s")
     return seen
 
 
@@ -196,9 +215,8 @@ def test_the_resumed_trial_ends_exactly_where_an_uninterrupted_one_does(interrup
 def test_resuming_with_a_changed_spec_is_refused_in_one_line(interrupted: dict, cifar_subset: Path) -> None:
     folder = interrupted["folder"]
     before = _run_statuses(folder)
-    changed = subprocess.run([sys.executable, str(RUN), *smoke_args(cifar_subset, *ONE_TRIAL),
-                              "--set", "train.iterations=300"], cwd=folder, env=study_env(), capture_output=True,
-                             text=True, timeout=300)
+    changed = subprocess.run([sys.executable, str(RUN), *interrupted["args"], "--set", "train.iterations=300"],
+                             cwd=folder, env=study_env(), capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2, changed.stderr[-3000:]
     errors = [line for line in changed.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "train.iterations (200 -> 300)" in errors[0] and "--set name=" in errors[0], errors

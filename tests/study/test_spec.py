@@ -310,6 +310,27 @@ def test_resuming_with_changed_search_values_names_them_and_the_ways_out() -> No
     assert "--set name=" in message and "resume it with the spec it was started with" in message
 
 
+def test_a_resumed_study_keeps_where_its_trials_train() -> None:
+    started = load_spec(SMOKE, ["resources.workers_per_trial=1"])  # one worker: trains in the trial's own process
+    assert started.resources.trains_in_trial_process
+    stored = yaml.safe_dump(started.to_dict())
+    check_resumable(stored, load_spec(SMOKE, ["resources.workers_per_trial=1", "resources.cpus_per_worker=0.5"]))
+    for moved in (["resources.workers_per_trial=1", "resources.worker_group=always"], []):  # to a worker group
+        with pytest.raises(SpecError) as error:
+            check_resumable(stored, load_spec(SMOKE, moved))
+        message = str(error.value)
+        assert "\n" not in message and "their own process" in message
+        assert "--set resources.workers_per_trial=1 --set resources.worker_group=auto" in message
+
+
+def test_worker_group_takes_auto_or_always() -> None:
+    assert not load_spec(SMOKE).resources.trains_in_trial_process  # smoke.yaml: two workers per trial
+    always = load_spec(SMOKE, ["resources.workers_per_trial=1", "resources.worker_group=always"])
+    assert not always.resources.trains_in_trial_process
+    with pytest.raises(SpecError, match=r"resources.worker_group='sometimes' is unknown: use one of auto, always"):
+        load_spec(SMOKE, ["resources.worker_group=sometimes"])
+
+
 # ------------------------------------------------------------------------------------------- any training field
 def test_train_takes_any_training_field_by_name_and_every_run_gets_it() -> None:
     spec = load_spec(SMOKE, ["train.lr_decay=0.2", "train.warmup=false", "train.eval_batch_size=500"])
