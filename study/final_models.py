@@ -62,6 +62,15 @@ def registered_name(study: str, group: str) -> str:
     return f"{study}-{group}"
 
 
+def last_checkpoint_path(result: tune.Result) -> str | None:
+    """Where a finished trial's last checkpoint is: Tune's own copy for a trial that trained in its own process (it
+    reports its checkpoints to Tune), else the path Ray Train's report carried (``TuneReportCallback`` adds
+    ``checkpoint_path`` to the metrics of a worker group's report and keeps the checkpoint in Ray Train's storage)."""
+    if result.checkpoint is not None:
+        return result.checkpoint.path
+    return (result.metrics or {}).get("checkpoint_path")
+
+
 def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTracker,
                  data: StudyData) -> list[FinalModel]:
     """Per group (in the spec's order), the network of its first-seed final run, from that run's last checkpoint,
@@ -70,7 +79,7 @@ def final_models(spec: StudySpec, grid: tune.ResultGrid | None, tracker: StudyTr
     found: dict[str, FinalModel] = {}
     for result in grid or []:
         final = (result.config or {}).get("final", {})
-        path = (result.metrics or {}).get("checkpoint_path")
+        path = last_checkpoint_path(result)
         if final.get("seed") != spec.train.seed or not path or final.get("group") not in groups:
             continue
         run_id = tracker.find_trial_run(result.metrics["trial_id"])
