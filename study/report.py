@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnet_core import model_info
 from study.figures import DATASET_NAMES, curves_figure, plot_error_vs_depth
 
 PAPER_ITERATIONS = 64_000
@@ -214,8 +215,11 @@ def format_table(results: Sequence[GroupResult], budget: StudyBudget | None = No
     top-5 side by side, and the paper's column is its full-ImageNet Table 2/3 figures."""
     columns = value_columns(results)
     top5 = any(r.has_top5 for r in results)
+    # The paper's column holds Table 6's CIFAR-10 figures for CIFAR nets (top-1 only), Table 2/3's for ImageNet nets.
+    imagenet = any(model_info(r.arch).family == "imagenet" for r in results)
+    paper = "paper top-1 / top-5 % (full ImageNet)" if imagenet else "paper top-1 / top-5 % (CIFAR-10, Table 6)"
     errors = ("val top-1 % | val top-5 % | test top-1 % (mean ± std, n) | test top-5 % (mean ± std, n) | "
-              "paper top-1 / top-5 % (full ImageNet) |" if top5 else
+              f"{paper} |" if top5 else
               "val error % | test error % (mean ± std, n) | paper % |")
     header = (f"| group | depth | shortcut | params | {' | '.join(name.replace('_', ' ') for name in columns)} | "
               f"{errors} trials (stopped) |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -85,6 +86,13 @@ def test_report_table_json_and_figure(tmp_path: Path) -> None:
     data = json.loads((folder / "report.json").read_text())
     assert data[0]["test_mean"] == pytest.approx(8.5) and data[2]["test_mean"] is None
     assert "| resnet32-A |" in (folder / "report.md").read_text()
+
+
+def test_a_cifar_table_with_top5_errors_labels_the_paper_column_as_table_6() -> None:
+    """CIFAR trials report top-5 errors too; the paper's figures beside them are still CIFAR-10's (Table 6)."""
+    result = dataclasses.replace(_result("resnet20-A", 20, True, "A", (8.0,)), val_top5_error=0.5)
+    header = format_table([result]).splitlines()[0]
+    assert "paper top-1 / top-5 % (CIFAR-10, Table 6)" in header and "ImageNet" not in header
 
 
 @pytest.mark.parametrize(
