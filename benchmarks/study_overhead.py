@@ -14,12 +14,17 @@ the decoded-image cache warm (the benchmark fills it first), as every study afte
 The service runs as a user runs it (``python study/run.py --spec ...`` in a fresh process, a local Ray, a
 local MLflow store), once per variant: the spec's defaults, then each ``--variant NAME:KEY=VALUE[,KEY=VALUE]``
 (``--set`` overrides; the default is one worker of 0.9 CPU per trial: two trials side by side on 2 cores, which
-``benchmarks/packing.py`` found as fast in aggregate as one trial on both). Its breakdown comes from what it
+``benchmarks/packing.py`` found as fast in aggregate as one trial on both; a one-worker trial trains in its own
+process, ``--variant worker-group:resources.worker_group=always`` gives it a Ray Train worker group as every trial
+had before, ``--variant one-at-a-time:resources.max_concurrent_trials=1`` measures a trial's start-up on a quiet
+machine). Its breakdown comes from what it
 records in MLflow: the seconds of Ray's start, the search phase and the report (tags ``resnet.seconds.*`` of the
 study's run), and per trial its wall time (the MLflow run's start to end), Ray's start-up of it (the trial's
-start in Tune to its worker running the trial's code: ``ray_startup_seconds``), the engine's training
+start in Tune to its training function running: ``ray_startup_seconds``), the engine's training
 (``engine_seconds``: its clock at the one evaluation, which the engine starts after loading the data and building
 the model) and the rest (data loading, model, the evaluation, the report's hand-over, the worker group's end);
+the seconds from a trial's end to the next trial's start (Tune choosing it and starting its process, which comes
+before its start in Tune);
 "concurrency" is the trials' summed wall time over the search phase's. MLflow logging is not on that path: one
 writer thread logs while the trials train. The bare loop's breakdown: imports, data loading, training, evaluation
 (timed around the engine's evaluation), the rest (Optuna, model building).
@@ -153,6 +158,11 @@ def service_breakdown(tracking_uri: str) -> dict[str, Any]:
     if not seconds:
         seconds = {"search": float("nan")}
     walls = [(run.info.end_time - run.info.start_time) / 1000 for run in trials]
+    # A trial's start in Tune comes after its own process has started: the time from a trial's end to the next
+    # trial's start (Tune choosing it, its process starting and importing) is start-up too, not counted above.
+    spans = sorted((run.info.start_time / 1000, run.info.end_time / 1000) for run in trials)
+    gaps = [start - max(ends) for start, _ in spans
+            if (ends := [end for other_start, end in spans if end <= start])]
     nan = float("nan")
     startup = [run.data.metrics.get("ray_startup_seconds", nan) for run in trials]
     engine = [run.data.metrics.get("engine_seconds", nan) for run in trials]
@@ -160,6 +170,7 @@ def service_breakdown(tracking_uri: str) -> dict[str, Any]:
         "ray_start_seconds": seconds.get("ray_start", nan), "search_seconds": seconds.get("search", nan),
         "report_seconds": seconds.get("report", nan), "trials": len(trials),
         "trial_wall_seconds_mean": statistics.mean(walls), "trial_startup_seconds_mean": statistics.mean(startup),
+        "trial_gap_seconds_mean": statistics.mean(gaps) if gaps else nan,
         "trial_engine_seconds_mean": statistics.mean(engine),
         "trial_rest_seconds_mean": statistics.mean(walls) - statistics.mean(startup) - statistics.mean(engine),
         "concurrency": sum(walls) / seconds["search"],
@@ -229,7 +240,8 @@ def main() -> None:
               f"{row['search_seconds']:.1f}, report {row['report_seconds']:.1f}; per trial: wall "
               f"{row['trial_wall_seconds_mean']:.1f} = Ray start-up {row['trial_startup_seconds_mean']:.1f} + training "
               f"{row['trial_engine_seconds_mean']:.1f} + data, evaluation and hand-over "
-              f"{row['trial_rest_seconds_mean']:.1f}; concurrency "
+              f"{row['trial_rest_seconds_mean']:.1f}; from a trial's end to the next one's start "
+              f"{row['trial_gap_seconds_mean']:.1f}; concurrency "
               f"{row['concurrency']:.2f}; {row['console_lines']} console lines)")
     env = environment(torch.device("cpu"))
     path = append_results("study_overhead", [{**row, **env} for row in rows])

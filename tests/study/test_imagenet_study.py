@@ -5,7 +5,7 @@ one-line errors of ImageNet data a study cannot use.
 against plain-18, 2 search trials each (the paper's point and one 200x too large, which is stopped early), one final
 seed each, through ``study/run.py`` as a user runs it. The report gives top-1 and top-5 errors next to Table 2's
 full-ImageNet figures and says that this set's are not comparable; the registered models load from the Model
-Registry and, given the val images' centre crops as uint8, reproduce their runs' test error. About 4 minutes (252 s)
+Registry and, given the val images' centre crops as uint8, reproduce their runs' test error. About 2 minutes (127 s)
 on 2 cores (skipped, saying why, without the data).
 """
 
