@@ -62,6 +62,7 @@ def trial_footprint(resources: ResourcesSpec) -> dict[str, float]:
     return {"CPU": TRIAL_DRIVER_CPUS + resources.workers_per_trial * resources.cpus_per_worker,
             "GPU": resources.workers_per_trial * resources.gpus_per_worker}
 
+
 TUNE_CHECKPOINTS_KEPT = 2
 """Checkpoints Tune keeps per trial (a trial that trains in its own process): the newest two (see _tune_run_config)."""
 

@@ -651,7 +651,11 @@ def check_resumable(stored_yaml: str | None, spec: StudySpec) -> None:
 
 def _check_same_trial_place(stored: Mapping[str, Any], spec: StudySpec) -> None:
     """Resources may change on resume, but not where a trial trains: a worker group's checkpoints are Ray Train's,
-    an in-process trial's are Tune's, and a trial that moved would not find its own and start over."""
+    an in-process trial's are Tune's, and a trial that moved would not find its own and start over. A study stored
+    without ``resources.worker_group`` was started when every trial had a worker group: ``always``."""
+    stored_resources = stored.get("resources")
+    if isinstance(stored_resources, Mapping) and "worker_group" not in stored_resources:
+        stored = {**stored, "resources": {**stored_resources, "worker_group": "always"}}
     try:
         before = spec_from_dict(stored).resources
     except SpecError:

@@ -321,6 +321,12 @@ def test_a_resumed_study_keeps_where_its_trials_train() -> None:
         message = str(error.value)
         assert "\n" not in message and "their own process" in message
         assert "--set resources.workers_per_trial=1 --set resources.worker_group=auto" in message
+    older = started.to_dict()  # stored before resources.worker_group existed: every trial had a worker group
+    del older["resources"]["worker_group"]
+    with pytest.raises(SpecError, match="--set resources.workers_per_trial=1 --set resources.worker_group=always"):
+        check_resumable(yaml.safe_dump(older), started)
+    check_resumable(yaml.safe_dump(older), load_spec(SMOKE, ["resources.workers_per_trial=1",
+                                                              "resources.worker_group=always"]))
 
 
 def test_worker_group_takes_auto_or_always() -> None:
