@@ -162,7 +162,7 @@ def service_breakdown(tracking_uri: str) -> dict[str, Any]:
     # trial's start (Tune choosing it, its process starting and importing) is start-up too, not counted above.
     spans = sorted((run.info.start_time / 1000, run.info.end_time / 1000) for run in trials)
     gaps = [start - max(ends) for start, _ in spans
-            if (ends := [end for other_start, end in spans if end <= start])]
+            if (ends := [end for _, end in spans if end <= start])]
     nan = float("nan")
     startup = [run.data.metrics.get("ray_startup_seconds", nan) for run in trials]
     engine = [run.data.metrics.get("engine_seconds", nan) for run in trials]

@@ -141,14 +141,15 @@ def check_local_resources(spec: "StudySpec") -> None:
     from study.runner import TRIAL_DRIVER_CPUS, trial_footprint
 
     total = ray.cluster_resources()
-    need_gpus = spec.resources.workers_per_trial * spec.resources.gpus_per_worker
+    need = trial_footprint(spec.resources)
+    need_gpus = need.get("GPU", 0.0)
     if need_gpus > total.get("GPU", 0.0):
         ray.shutdown()
         raise ResnetCoreError(
             f"resources.gpus_per_worker={spec.resources.gpus_per_worker} needs {need_gpus:g} GPU per trial but "
             f"this machine has {total.get('GPU', 0.0):g}: --set resources.gpus_per_worker=0 --set train.device=cpu"
         )
-    need_cpus = trial_footprint(spec.resources)["CPU"]
+    need_cpus = need["CPU"]
     have = total.get("CPU", 0.0)
     if need_cpus > have + 1e-9:
         ray.shutdown()

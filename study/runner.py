@@ -47,12 +47,7 @@ Kept small so a 2-core machine still fits a trial's workers next to its driver."
 def trial_process_resources(resources: ResourcesSpec) -> dict[str, float]:
     """What Tune reserves for a trial's own process: the worker's CPUs and GPUs where the trial trains in it, else
     the driver's :data:`TRIAL_DRIVER_CPUS` (its worker group reserves its own)."""
-    if not resources.trains_in_trial_process:
-        return {"CPU": TRIAL_DRIVER_CPUS}
-    reserved = {"CPU": resources.cpus_per_worker}
-    if resources.gpus_per_worker > 0:
-        reserved["GPU"] = resources.gpus_per_worker
-    return reserved
+    return resources.per_worker() if resources.trains_in_trial_process else {"CPU": TRIAL_DRIVER_CPUS}
 
 
 def trial_footprint(resources: ResourcesSpec) -> dict[str, float]:

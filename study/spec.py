@@ -411,6 +411,10 @@ class ResourcesSpec:
         _require(gpus <= 1 or gpus.is_integer(), f"resources.gpus_per_worker={gpus}: fractional GPUs only below "
                                                  "one; use a value in [0, 1] or a whole number")
 
+    def per_worker(self) -> dict[str, float]:
+        """The Ray resources one worker holds: its CPUs, and its GPU share where it has one."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker > 0 else {})}
+
     @property
     def trains_in_trial_process(self) -> bool:
         """Whether a trial's training runs in the trial's own process rather than a Ray Train worker group."""
@@ -639,9 +643,10 @@ def check_resumable(stored_yaml: str | None, spec: StudySpec) -> None:
     """A study resumed with other search-relevant values stops with one line naming them and the ways out."""
     if stored_yaml is None:
         return
-    stored = yaml.safe_load(stored_yaml)
-    changes = changed_keys(stored if isinstance(stored, Mapping) else {}, spec)
-    _check_same_trial_place(stored if isinstance(stored, Mapping) else {}, spec)
+    loaded = yaml.safe_load(stored_yaml)
+    stored = loaded if isinstance(loaded, Mapping) else {}
+    changes = changed_keys(stored, spec)
+    _check_same_trial_place(stored, spec)
     if changes:
         listed = ", ".join(f"{key} ({before!r} -> {after!r})" for key, before, after in changes[:6])
         more = f" and {len(changes) - 6} more" if len(changes) > 6 else ""

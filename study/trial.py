@@ -141,11 +141,8 @@ def trial_driver(config: dict[str, Any], spec: dict[str, Any], storage_path: str
     if resources.trains_in_trial_process:  # Ray Train's local mode: this process trains (Tune reserved its resources)
         scaling = ScalingConfig(num_workers=0)
     else:
-        per_worker: dict[str, float] = {"CPU": resources.cpus_per_worker}
-        if resources.gpus_per_worker > 0:
-            per_worker["GPU"] = resources.gpus_per_worker
         scaling = ScalingConfig(num_workers=resources.workers_per_trial, use_gpu=resources.gpus_per_worker > 0,
-                                resources_per_worker=per_worker)
+                                resources_per_worker=resources.per_worker())
     trainer = TorchTrainer(
         train_in_trial if resources.trains_in_trial_process else train_worker,
         train_loop_config=train_config.to_dict(),
