@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import tempfile
 import threading
@@ -100,6 +101,7 @@ class StudyTracker:
     """The MLflow side of one study."""
 
     def __init__(self, tracking_uri: str, experiment: str, study: str, patience: float = PATIENCE_S) -> None:
+        create_sqlite_store(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         self.study = study
@@ -420,6 +422,34 @@ def sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a local ``sqlite:///PATH`` store; None for any other tracking URI."""
     prefix = "sqlite:///"
     return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+
+
+def create_sqlite_store(tracking_uri: str) -> None:
+    """Create a local SQLite store that does not exist yet, all at once.
+
+    MLflow creates its tables and runs its migrations in place, in seconds: a second process that opens the
+    same file meanwhile (a second study, ``mlflow ui``, a script reading the runs) finds half a schema and
+    tries to create it too, and one of them fails ("table ... already exists"). So the store is built under a
+    name of its own and linked into place complete; a process that loses that race opens the winner's store.
+    Any other tracking URI, or a file that exists, is left alone.
+    """
+    database = sqlite_file(tracking_uri)
+    if database is None or database.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    staging = database.with_name(f".{database.name}.{os.getpid()}.{threading.get_ident()}.creating")
+    staging_uri = f"sqlite:///{staging}"
+    try:
+        MlflowClient(tracking_uri=staging_uri).search_experiments(max_results=1)  # creates and migrates it
+        engine = SqlAlchemyStore._engine_map.pop(staging_uri, None)  # MLflow keeps one engine per database
+        if engine is not None:
+            engine.dispose()
+        with contextlib.suppress(FileExistsError):  # another process linked its own first: use that one
+            os.link(staging, database)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
