@@ -5,6 +5,11 @@ error in the search, the test error of the final retraining), the measured throu
 study. On a terminal it is redrawn in place; elsewhere (a log file, ``ray job logs --follow``) it is printed as
 a line of its own every ``interval_s`` seconds, so a log reader sees the same progress.
 
+A trial that the end of the phase cut short (the study was interrupted, or stopped on an error) ends by Tune's
+clean-up, without an event of its own: when the phase ends, each trial seen starting and never seen ending gets an
+"interrupted" end line, and the last status line counts it as interrupted, not done. A trial that fails and is
+restarted from its last checkpoint (the study's failure policy) gets a "fault" line naming the error.
+
 The ETA is measured, not assumed: the engine iterations the trials trained while this driver watched, over the
 wall time from the first trial's start to the last report (start-up, evaluation and idle time included), applied
 to the iterations still planned -- every pending trial at its full budget, the running ones' rest, the final
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import shutil
 import sys
 import time
@@ -35,6 +41,8 @@ TERMINAL_REFRESH_S = 1.0
 """How often the status line is redrawn in place on a terminal."""
 LOG_INTERVAL_S = 30.0
 """How often the status line is printed as a line of its own where the output is not a terminal."""
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Warning|Exit|Interrupt)\b.*:")
+"""A traceback's line that names an exception (``ray.exceptions.ActorDiedError: The actor died ...``)."""
 FINISHED = (Trial.TERMINATED, Trial.ERROR)
 """Tune's states of a trial that has ended (completed, stopped early or failed)."""
 
@@ -95,9 +103,9 @@ def format_duration(seconds: float) -> str:
 
 
 def error_reason(trial: Trial) -> str:
-    """The last line of a failed trial's error (its exception and message), as Tune recorded it. Tune writes the error
-    next to the trial in this process first and copies it to the run's storage later, after the callbacks ran: the
-    local copy is read first."""
+    """The last line of a failed trial's error that names an exception (else its last line), as Tune recorded it.
+    Tune writes the error next to the trial in this process first and copies it to the run's storage later, after the
+    callbacks ran: the local copy is read first."""
     local = getattr(trial, "local_path", None)
     name = getattr(getattr(trial, "run_metadata", None), "error_filename", None)
     text = ""
@@ -110,8 +118,9 @@ def error_reason(trial: Trial) -> str:
         except Exception:  # noqa: BLE001 - an unreadable error file must not stop the study's console
             error = None
         text = str(error or "no error recorded")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip()[:200] if lines else "no error recorded"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    named = [line for line in lines if EXCEPTION_LINE.match(line)]  # Ray adds lines of its own after some errors
+    return (named or lines or ["no error recorded"])[-1][:200]
 
 
 class ConsoleProgress(Callback):
@@ -138,6 +147,8 @@ class ConsoleProgress(Callback):
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval_s = self._interval_s or (TERMINAL_REFRESH_S if self.live else LOG_INTERVAL_S)
         self.started: dict[str, float] = {}  # trial id -> when this driver saw it start
+        self.ended: set[str] = set()  # trials whose end (completed, stopped early, failed) this driver saw
+        self.cut: set[str] = set()  # trials the end of the phase cut short (filled when it ends)
         self.names: dict[str, str] = {}
         self.first_iteration: dict[str, int] = {}  # trial id -> its iteration when first seen (a resumed trial's)
         self.iteration: dict[str, int] = {}
@@ -180,18 +191,30 @@ class ConsoleProgress(Callback):
         value = result.get(metric)
         figure = f", {PHASE_METRIC_LABEL[self.phase]} error {value:.1f}%" if value is not None else ""
         outcome = "completed" if reached >= self.plan.iterations else "stopped early"
+        self.ended.add(trial.trial_id)
         self._line(f"end   {self._name(trial)}: {outcome} at {reached:,}/{self.plan.iterations:,} iterations{figure}, "
                    f"{self._age(trial)}", trials)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
         self._line(f"end   {self._name(trial)}: FAILED at {self._reached(trial):,}/{self.plan.iterations:,} "
                    f"iterations, {self._age(trial)}: {error_reason(trial)}", trials)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._line(f"fault {self._name(trial)} at {self._reached(trial):,}/{self.plan.iterations:,} iterations, "
+                   f"{self._age(trial)}: {error_reason(trial)}; restarting it from its last checkpoint", trials)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         if self.clock() - self.last_status >= self.interval_s:
             self._status(trials)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for trial in trials:
+            if trial.trial_id in self.started and trial.trial_id not in self.ended:
+                self.cut.add(trial.trial_id)
+                self._line(f"end   {self._name(trial)}: interrupted at {self._reached(trial):,}/"
+                           f"{self.plan.iterations:,} iterations, {self._age(trial)} (resuming the study continues it)",
+                           trials)
         self._status(trials, force_line=True)
 
     # ------------------------------------------------------------- what is shown
@@ -201,28 +224,30 @@ class ConsoleProgress(Callback):
         (the end of the line is what a narrow terminal cuts)."""
         per_group = self.plan.trials(self.phase)
         total = len(self.plan.groups) * per_group
-        done, running = self._counts(trials)
-        head = f"{self.phase} {done}/{total} done, {running} running, {total - done - running} pending"
+        done, running, cut = self._counts(trials)
+        stopped = f", {cut} interrupted" if cut else ""
+        head = f"{self.phase} {done}/{total} done{stopped}, {running} running, {total - done - cut - running} pending"
         searched = len(self.plan.groups) * self.plan.trials_per_group if self.phase == FINAL else 0
         if searched:
             head = f"{searched} search trials done; {head}"
-        parts = [head, self._eta(trials)]
+        parts = [head, "no ETA: interrupted" if cut else self._eta(trials)]
         metric = PHASE_METRIC[self.phase]
         grouped = by_group(trials)
         for group in self.plan.groups:
             mine = grouped.get(group, [])
-            finished, active = self._counts(mine)
+            finished, active, interrupted = self._counts(mine)
             values = [float(t.last_result[metric]) for t in mine if (t.last_result or {}).get(metric) is not None]
             values = [v for v in values if math.isfinite(v)]
-            part = f"{group} {finished}/{per_group}" + (f" ({active} running)" if active else "")
+            notes = [f"{active} running"] * bool(active) + [f"{interrupted} interrupted"] * bool(interrupted)
+            part = f"{group} {finished}/{per_group}" + (f" ({', '.join(notes)})" if notes else "")
             parts.append(part + (f" best {PHASE_METRIC_LABEL[self.phase]} {min(values):.1f}%" if values else ""))
         return " | ".join(parts)
 
-    @staticmethod
-    def _counts(trials: Sequence[Trial]) -> tuple[int, int]:
-        """(finished, running) among ``trials``."""
-        return (sum(1 for t in trials if t.status in FINISHED),
-                sum(1 for t in trials if t.status == Trial.RUNNING))
+    def _counts(self, trials: Sequence[Trial]) -> tuple[int, int, int]:
+        """(finished, running, interrupted) among ``trials``."""
+        return (sum(1 for t in trials if t.status in FINISHED and t.trial_id not in self.cut),
+                sum(1 for t in trials if t.status == Trial.RUNNING and t.trial_id not in self.cut),
+                sum(1 for t in trials if t.trial_id in self.cut))
 
     def _eta(self, trials: Sequence[Trial]) -> str:
         """Throughput and ETA as of the last report (trials report their iteration at evaluations and checkpoints

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 try:  # run as a script, this file's folder comes first on the path: the installed project provides ``study``
-    from study.stop_signals import StopSignals, StudyInterrupted
+    from study.stop_signals import DropTuneStopNotes, StopSignals, StudyInterrupted
 except ModuleNotFoundError as missing:  # pragma: no cover - only without the install step of the README
     sys.exit(f"study/run.py: error: {missing}: install the project first: pip install -e . (see the README)")
 
@@ -124,12 +124,16 @@ def local_ray_environment() -> None:
 
 
 def quiet_frameworks() -> None:
-    """Without ``--verbose``, the console is the study's own (study.progress): MLflow's notes on creating its tables
-    are dropped (its warnings and errors still show), and Tune reports through the legacy engine, which at
-    verbosity 0 prints nothing -- Ray 2.60's new engine prints its experiment table and result paths even then."""
+    """Without ``--verbose``, the console is the study's own (study.progress). Dropped: MLflow's notes on creating its
+    tables (its warnings and errors still show), Tune's two notes on a stop signal (the study prints its own:
+    :class:`~study.stop_signals.DropTuneStopNotes`) and the traceback Tune logs for every failed trial (the console's
+    line names the error; Tune keeps the traceback next to the trial). Tune reports through the legacy engine, which
+    at verbosity 0 prints nothing -- Ray 2.60's new engine prints its experiment table and result paths even then."""
     import mlflow  # noqa: F401 - configures its logger on import: set the level after
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.tune").addFilter(DropTuneStopNotes())
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # each failure's traceback; the console names the error
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 

@@ -10,6 +10,7 @@ SIGUSR1 handler; a second one raises :class:`KeyboardInterrupt` at once. The stu
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from types import FrameType, TracebackType
@@ -18,6 +19,20 @@ from typing import Any
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 TUNE_STOP = getattr(signal, "SIGUSR1", None)
 """The signal whose handler Tune installs (and keeps) while it runs: calling it ends Tune's loop gracefully."""
+
+
+TUNE_STOP_NOTES = ("Stop signal received", "Experiment has been interrupted")
+"""The starts of the two warnings Ray Tune logs when a signal ends its run: that it is stopping, and that the
+experiment resumes with ``Tuner.restore(...)``."""
+
+
+class DropTuneStopNotes(logging.Filter):
+    """Drops Tune's two stop warnings (:data:`TUNE_STOP_NOTES`) from its ``ray.tune.tune`` logger: the study says
+    itself that it was interrupted, which trials it cut and the command that resumes it; Tune's advice to call
+    ``Tuner.restore`` does not apply to a study. Installed only without ``--verbose``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TUNE_STOP_NOTES)
 
 
 class StudyInterrupted(Exception):

@@ -167,6 +167,16 @@ def test_sigint_stops_the_study_truthfully(interrupted: dict) -> None:
     assert re.fullmatch(r"study/run\.py: interrupted by SIGINT after 0 of 1 trials; resume with: cd .+ && .+run\.py .+",
                         last), last
     assert "finished" not in interrupted["first_log"]
+    # The console says which trial was cut and counts it so; Tune's own advice (Tuner.restore) is not shown.
+    assert re.search(rf"end   plain20 .+: interrupted at [\d,]+/{ITERATIONS} iterations, .+ \(resuming the study "
+                     r"continues it\)", interrupted["first_log"]), interrupted["first_log"][-4000:]
+    assert "[search 0/1 done, 1 interrupted, 0 running, 0 pending | " in interrupted["first_log"]
+    assert "Tuner.restore" not in interrupted["first_log"] and "Stop signal received" not in interrupted["first_log"]
+    if interrupted["worker_group"] == "auto":  # Tune restarts the killed trial process (Ray Train a worker group's)
+        # The fault is one line that names it, not Tune's traceback.
+        assert re.search(r"fault plain20 .+ at [\d,]+/\d+ iterations, .+; restarting it from its last checkpoint",
+                         interrupted["first_log"]), interrupted["first_log"][-4000:]
+        assert "Trial task failed" not in interrupted["first_log"] and "Traceback" not in interrupted["first_log"]
     assert set(interrupted["after_sigint"].values()) == {"KILLED"}, interrupted["after_sigint"]
     assert len(interrupted["after_sigint"]) == 2  # the study's run and its one trial
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from study.progress import FINAL, SEARCH, ConsoleProgress, StudyPlan, error_reason, format_duration
+from study.stop_signals import DropTuneStopNotes
 
 PLAN = StudyPlan(groups=("resnet20-A", "plain20"), trials_per_group=2, final_seeds=1, iterations=100)
 
@@ -106,6 +108,63 @@ def test_stopped_early_and_failed_trials_say_so() -> None:
     assert lines[-1].endswith("end   plain20 lr=0.1: FAILED at 25/100 iterations, 45 s: MemoryError: out of memory")
 
 
+def test_a_trial_restarted_after_a_fault_says_why() -> None:
+    stream, clock = io.StringIO(), Clock()
+    progress = console(stream, clock)
+    trial = FakeTrial("a", {"group": "plain20", "lr": 0.1}, Trial.RUNNING,
+                      error="Traceback ...\nray.exceptions.ActorDiedError: The actor died unexpectedly")
+    progress.on_trial_start(0, [trial], trial)
+    clock.now = 20.0
+    trial.last_result = {"iteration": 50, "val_error": 80.0}
+    progress.on_trial_recover(0, [trial], trial)
+    assert stream.getvalue().splitlines()[-1].endswith(
+        "fault plain20 lr=0.1 at 50/100 iterations, 20 s: ray.exceptions.ActorDiedError: The actor died unexpectedly; "
+        "restarting it from its last checkpoint")
+    progress.on_trial_start(0, [trial], trial)
+    assert stream.getvalue().splitlines()[-1].endswith("start plain20 lr=0.1  (trial 1 of 2, from iteration 50)")
+
+
+def test_trials_the_end_of_the_phase_cut_are_interrupted_not_done() -> None:
+    """An interrupted study: Tune's clean-up ends the running trials without an event of their own. They get an
+    end line that says so, and the last status line counts them as interrupted (it said "2/4 done")."""
+    stream, clock = io.StringIO(), Clock()
+    progress = console(stream, clock)
+    finished = FakeTrial("a", {"group": "resnet20-A", "lr": 0.1}, Trial.RUNNING)
+    cut = FakeTrial("b", {"group": "resnet20-A", "lr": 0.2}, Trial.RUNNING)
+    earlier = FakeTrial("c", {"group": "plain20", "lr": 0.3}, Trial.TERMINATED,
+                        {"iteration": 100, "val_error": 50.0})  # ended in an earlier run of the study
+    never = FakeTrial("d", {"group": "plain20", "lr": 0.4})
+    trials = [finished, cut, earlier, never]
+    progress.on_trial_start(0, trials, finished)
+    progress.on_trial_start(0, trials, cut)
+    clock.now = 30.0
+    finished.last_result = {"iteration": 100, "val_error": 40.0}
+    finished.status = Trial.TERMINATED
+    progress.on_trial_complete(0, trials, finished)
+    cut.last_result = {"iteration": 50, "val_error": 70.0}
+    progress.on_trial_result(0, trials, cut, cut.last_result)
+    cut.status = Trial.TERMINATED  # Tune's clean-up after the stop signal
+    progress.on_experiment_end(trials)
+    lines = stream.getvalue().splitlines()
+    assert lines[-2].endswith("end   resnet20-A lr=0.2: interrupted at 50/100 iterations, 30 s "
+                              "(resuming the study continues it)")
+    assert "[search 2/4 done, 1 interrupted, 0 running, 1 pending | no ETA: interrupted | " in lines[-1]
+    assert lines[-1].endswith("| resnet20-A 1/2 (1 interrupted) best val 40.0% | plain20 1/2 best val 50.0%]")
+    assert sum("interrupted at" in line for line in lines) == 1
+
+
+def test_tunes_stop_notes_are_dropped_and_its_other_warnings_kept() -> None:
+    keep = DropTuneStopNotes()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.tune", logging.WARNING, "tune.py", 1, message, None, None)
+
+    assert not keep.filter(record("Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run."))
+    assert not keep.filter(record("Experiment has been interrupted, but the most recent state was saved.\n"
+                                  "Resume experiment with: Tuner.restore(path=...)"))
+    assert keep.filter(record("Trial x did not report any metrics"))
+
+
 def test_on_a_terminal_the_status_line_is_redrawn_in_place() -> None:
     stream, clock = Terminal(), Clock()
     progress = console(stream, clock, interval_s=1.0)
@@ -123,13 +182,18 @@ def test_on_a_terminal_the_status_line_is_redrawn_in_place() -> None:
 def test_a_failed_trials_line_reads_the_error_tune_has_just_written(tmp_path: Path) -> None:
     """Tune writes a trial's error next to it in the driver, and copies it to the run's storage only after the
     callbacks ran: the line names the error from the local copy, not "no error recorded"."""
-    (tmp_path / "error.txt").write_text("Failure # 1 (occurred at 2026-12-04_15-30-47)\nray::ImplicitFunc.train() (pid=1)"
-                                        "\n  File x\nDeprecationWarning: `ray.train.get_context` is deprecated\n")
+    (tmp_path / "error.txt").write_text("Failure # 1 (occurred at 2026-12-04_15-30-47)\n"
+                                        "ray::ImplicitFunc.train() (pid=1)\n  File x\n"
+                                        "DeprecationWarning: `ray.train.get_context` is deprecated\n")
     failed = FakeTrial("a", {"group": "plain20", "lr": 0.1}, Trial.RUNNING)
     failed.local_path = str(tmp_path)
     failed.run_metadata = SimpleNamespace(error_filename="error.txt")
     failed.get_pickled_error = lambda: None  # not in the run's storage yet
     assert error_reason(failed) == "DeprecationWarning: `ray.train.get_context` is deprecated"
+    (tmp_path / "error.txt").write_text("Failure # 1\nTraceback (most recent call last):\n  File x\n"
+                                        "ray.exceptions.ActorDiedError: The actor died unexpectedly.\n\tpid: 7\n"
+                                        "The actor is dead because its worker process has died.\n")
+    assert error_reason(failed) == "ray.exceptions.ActorDiedError: The actor died unexpectedly."  # Ray's notes after
     failed.run_metadata = SimpleNamespace(error_filename=None)
     assert error_reason(failed) == "no error recorded"
 
@@ -141,6 +205,7 @@ def test_the_final_phase_counts_the_search_and_shows_test_errors() -> None:
                       Trial.TERMINATED, {"iteration": 100, "test_error": 33.3})
     progress.on_trial_start(0, [trial], trial)
     assert "start plain20 lr=0.1  (from iteration 100)" in stream.getvalue()  # no search trial number in the final
+    progress.on_trial_complete(0, [trial], trial)
     progress.on_experiment_end([trial])
     status = stream.getvalue().splitlines()[-1]
     assert "[4 search trials done; final 1/2 done, 0 running, 1 pending | ETA: measuring | resnet20-A 0/1 | " \
