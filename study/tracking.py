@@ -443,7 +443,9 @@ def create_sqlite_store(tracking_uri: str) -> None:
     staging_uri = f"sqlite:///{staging}"
     try:
         MlflowClient(tracking_uri=staging_uri).search_experiments(max_results=1)  # creates and migrates it
-        engine = SqlAlchemyStore._engine_map.pop(staging_uri, None)  # MLflow keeps one engine per database
+        # MLflow caches one engine per database (a private map): close the copy's, where this MLflow has that map;
+        # an engine left open on the copy only holds a file handle, so a newer MLflow without it still works.
+        engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(staging_uri, None)
         if engine is not None:
             engine.dispose()
         with contextlib.suppress(FileExistsError):  # another process linked its own first: use that one
